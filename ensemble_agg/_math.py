@@ -1,0 +1,384 @@
+"""Pure math: member policies in, one ensemble action and its credit out.
+
+Rules for this module: arrays in, arrays out; randomness only through the
+``rng`` argument; no I/O, no logging, no state between calls.  Inputs are
+checked once in :func:`aggregate` (via ``_validation``); the private helpers
+below trust their arguments, so :class:`~ensemble_agg.Aggregator` can call
+them on data it has already checked.
+
+Theory of operation
+-------------------
+Every rule starts from the member distributions ``p_i = softmax(logits_i)``
+and builds an ensemble distribution ``P`` over actions.  Invalid input (NaN,
+``+inf``, a model with all logits at ``-inf``) always turns into NaN in
+``p_i``: ``x - max(x)`` is NaN for those rows.  So validity is checked once,
+on the finished ``P``, and the detailed diagnosis runs only on that error
+path.  An action is in the ensemble's support when some model with a
+positive weight allows it (``"product"``: when every such model allows it);
+actions outside the support get probability exactly 0 and are never drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._validation import (
+    FloatArray,
+    as_logits,
+    check_rule,
+    check_temperature,
+    check_weights,
+    diagnose_logits,
+)
+
+__all__ = ["Aggregation", "aggregate", "softmax"]
+
+RNGLike = None | int | np.random.Generator
+
+
+class Aggregation(NamedTuple):
+    """The result of combining one step's (or a batch of steps') logits.
+
+    Attributes
+    ----------
+    action : int or numpy.ndarray
+        The chosen action: a Python ``int`` for 2-D input, an integer array
+        of shape ``batch`` for batched input.
+    contribution : numpy.ndarray or dict
+        Each model's share of the chosen action, ``w_i p_i(a) / sum_j w_j
+        p_j(a)``; shape ``(n_models,)`` or ``(*batch, n_models)``, summing to 1
+        over models.  :class:`~ensemble_agg.Aggregator` returns a ``dict``
+        from model id to ``float`` instead.
+    probs : numpy.ndarray
+        The ensemble distribution ``P``, shape ``(n_actions,)`` or
+        ``(*batch, n_actions)``, summing to 1.
+    """
+
+    action: Any
+    contribution: Any
+    probs: FloatArray
+
+
+def softmax(logits: Any, axis: int = -1) -> FloatArray:
+    """Compute the softmax of `logits` along `axis`, without overflow.
+
+    Parameters
+    ----------
+    logits : array_like
+        Real numbers; ``-inf`` gives probability 0.  float32 input is
+        computed and returned in float32, anything else in float64.
+    axis : int, optional
+        The axis that sums to 1.  Default: the last.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape as `logits`, non-negative, summing to 1 along `axis`.  A
+        slice whose entries are all ``-inf`` (or that holds NaN or ``+inf``)
+        is NaN.
+
+    Notes
+    -----
+    .. math:: \\operatorname{softmax}(x)_k = \\frac{e^{x_k - m}}{\\sum_j e^{x_j - m}},
+              \\qquad m = \\max_j x_j
+
+    Subtracting the maximum changes nothing mathematically and keeps every
+    exponent at most 0, so ``exp`` cannot overflow.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ensemble_agg import softmax
+    >>> softmax([1.0, 2.0, 3.0]).round(4)
+    array([0.09  , 0.2447, 0.6652])
+
+    Huge logits are fine; the naive formula overflows to ``inf / inf``:
+
+    >>> softmax([1e4, -1e4, 1e4]).round(4)
+    array([0.5, 0. , 0.5])
+    >>> with np.errstate(over="ignore", invalid="ignore"):
+    ...     e = np.exp([1e4, -1e4, 1e4]); print(e / e.sum())
+    [nan  0. nan]
+    """
+    x = logits if isinstance(logits, np.ndarray) else np.asarray(logits)
+    if x.dtype != np.float32 and x.dtype != np.float64:
+        x = x.astype(np.float64)
+    m = x.max(axis=axis, keepdims=True)
+    # An all -inf slice has m = -inf and x - m = NaN: the documented result.
+    # Overflow in the shift gives -inf, whose exp is the right limit, 0.
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(x - m)
+        return e / e.sum(axis=axis, keepdims=True)
+
+
+def _rng(rng: RNGLike) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"rng seed must be >= 0, got {rng}")
+        return np.random.default_rng(int(rng))
+    raise TypeError(
+        "rng must be None, an int seed or a numpy.random.Generator, "
+        f"got {type(rng).__name__}"
+    )
+
+
+def _member_probs(x: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Return ``(p, shifted)``: member softmaxes and ``x - max(x)`` per model."""
+    # Overflow in the shift (e.g. -1e308 - 1e308) gives -inf, whose exp is the
+    # right limit, 0; a row that is NaN here is diagnosed by the caller.
+    with np.errstate(invalid="ignore", over="ignore"):
+        shifted = x - x.max(axis=-1, keepdims=True)
+        e = np.exp(shifted)
+        p = e / e.sum(axis=-1, keepdims=True)
+    return p, shifted
+
+
+def _scores_to_probs(
+    score: FloatArray, support: FloatArray | None, t: float
+) -> FloatArray:
+    """``softmax(score / t)`` over actions, with actions outside ``support`` at 0.
+
+    The max is subtracted before dividing by ``t``, so a tiny temperature
+    sends the best action to ``exp(0)`` rather than everything to ``-inf``.
+    """
+    if support is not None:
+        score = np.where(support, score, -np.inf)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp((score - score.max(axis=-1, keepdims=True)) / t)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def _ensemble(
+    x: FloatArray, w: FloatArray | None, rule: str, t: float
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Return ``(q, qsum, P)`` for validated logits ``x``.
+
+    ``q = w_i p_i`` has the shape of ``x``; ``qsum`` is its sum over models
+    (the ``"sum"`` rule's unnormalised ``P`` and every rule's contribution
+    denominator); ``P`` is the ensemble distribution.  Invalid input shows up
+    as NaN in ``qsum``; an empty support as NaN in ``P``.
+    """
+    p, shifted = _member_probs(x)
+    q = p if w is None else p * w[:, None]
+    qsum = q.sum(axis=-2)
+    if rule == "sum":
+        s = qsum
+        if t != 1.0:
+            # P ∝ s**(1/T); scale by the max first so the power cannot overflow.
+            s = (s / s.max(axis=-1, keepdims=True)) ** (1.0 / t)
+        return q, qsum, s / s.sum(axis=-1, keepdims=True)
+    if rule == "product":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+            if w is not None:
+                # A weight-0 model must not veto: 0 * -inf would be NaN.
+                logp = np.where(w[:, None] > 0, logp * w[:, None], 0.0)
+        return q, qsum, _scores_to_probs(logp.sum(axis=-2), None, t)
+    n_actions = x.shape[-1]
+    if rule == "majority":
+        best = x.argmax(axis=-1)
+        points = (best[..., None] == np.arange(n_actions)).astype(x.dtype)
+    else:  # rank
+        # order[k] is the k-th best action (ties: lower index is better), so
+        # its rank is k and it earns n_actions - k points.
+        order = np.argsort(-x, axis=-1, kind="stable")
+        ranks = np.argsort(order, axis=-1, kind="stable")
+        points = (n_actions - ranks).astype(x.dtype)
+    if w is not None:
+        points = points * w[:, None]
+    return q, qsum, _scores_to_probs(points.sum(axis=-2), qsum > 0, t)
+
+
+def _sample(probs: FloatArray, rng: np.random.Generator) -> Any:
+    """Draw one action per step from ``probs`` with one uniform per step.
+
+    Uses the first index whose cumulative sum exceeds ``u * total``; an action
+    of probability 0 adds nothing to the cumulative sum, so it can never be
+    that first index.
+    """
+    cum = np.cumsum(probs, axis=-1)
+    n_actions = probs.shape[-1]
+    if probs.ndim == 1:
+        # float(...) keeps v in float64 for float32 input too, as in the batched
+        # branch, so a batch and a loop of single steps draw the same actions.
+        a = int(np.searchsorted(cum, rng.random() * float(cum[-1]), side="right"))
+        if a >= n_actions:  # u * total rounded up to total
+            a = int(np.flatnonzero(probs)[-1])
+        return a
+    v = rng.random(probs.shape[:-1]) * cum[..., -1]
+    a = (cum <= v[..., None]).sum(axis=-1)
+    over = a >= n_actions
+    if over.any():
+        last = n_actions - 1 - np.argmax(probs[..., ::-1] > 0, axis=-1)
+        a = np.where(over, last, a)
+    return a
+
+
+def _aggregate_checked(
+    x: FloatArray,
+    w: FloatArray | None,
+    rule: str,
+    t: float,
+    deterministic: bool,
+    rng: RNGLike,
+    ids: list[Hashable] | None = None,
+) -> Aggregation:
+    """Aggregate validated ``x`` (shape ``(*batch, n_models, n_actions)``).
+
+    Raises ``ValueError`` if the data turn out invalid (NaN, ``+inf``, a
+    model with every action forbidden, or an ensemble with an empty support).
+    ``ids`` names the models in error messages.
+    """
+    q, qsum, probs = _ensemble(x, w, rule, t)
+    if math.isnan(qsum.sum()):
+        diagnose_logits(x, ids)
+    if math.isnan(probs.sum()):
+        _raise_empty_support(probs, rule)
+    if deterministic:
+        a = probs.argmax(axis=-1)
+        action: Any = int(a) if probs.ndim == 1 else a
+    else:
+        action = _sample(probs, _rng(rng))
+    if probs.ndim == 1:
+        contribution = q[:, action] / qsum[action]
+    else:
+        a_idx = np.asarray(action)[..., None]
+        qa = np.take_along_axis(q, a_idx[..., None], axis=-1)[..., 0]
+        contribution = qa / np.take_along_axis(qsum, a_idx, axis=-1)
+    return Aggregation(action, contribution, probs)
+
+
+def _raise_empty_support(probs: FloatArray, rule: str) -> None:
+    bad = np.argwhere(np.isnan(probs).any(axis=-1)) if probs.ndim > 1 else None
+    where = "" if bad is None else f" at step {tuple(int(i) for i in bad[0])}"
+    because = (
+        "each action is forbidden (-inf) by at least one model with a positive weight"
+        if rule == "product"
+        else "no model with a positive weight allows any action"
+    )
+    raise ValueError(
+        f"every action is forbidden in the ensemble{where}: {because} (rule {rule!r})"
+    )
+
+
+def aggregate(
+    logits: Any,
+    *,
+    deterministic: bool = False,
+    rng: RNGLike = None,
+    weights: Any = None,
+    rule: str = "sum",
+    temperature: float = 1.0,
+) -> Aggregation:
+    """Combine several models' action logits into one action.
+
+    Parameters
+    ----------
+    logits : array_like
+        Shape ``(n_models, n_actions)``, or ``(*batch, n_models, n_actions)``
+        for many independent steps.  float32 arrays are computed in float32,
+        everything else in float64.  ``-inf`` marks an action the model
+        forbids.
+    deterministic : bool, optional
+        If true, take the most probable action (ties: lowest index).  If
+        false (default), draw it from the ensemble distribution.
+    rng : None, int or numpy.random.Generator, optional
+        Source of randomness for sampling.  ``None`` (default) draws fresh
+        entropy; an ``int`` seed gives the same actions for the same inputs
+        on every call.  Unused when `deterministic` is true.
+    weights : array_like, optional
+        Non-negative weight per model, shape ``(n_models,)``, not all zero.
+        Default: every model weighs 1.
+    rule : {"sum", "product", "majority", "rank"}, optional
+        How member policies combine; see Notes.  Default ``"sum"``, the rule
+        of the original torch component.
+    temperature : float, optional
+        ``T > 0``; higher flattens the ensemble distribution.  Default 1.
+
+    Returns
+    -------
+    Aggregation
+        Named tuple ``(action, contribution, probs)``.  `action` is an
+        ``int`` (2-D input) or an integer array of shape ``batch``;
+        `contribution` is each model's share of the chosen action, shape
+        ``(n_models,)`` or ``(*batch, n_models)``, summing to 1; `probs` is the
+        ensemble distribution, shape ``(n_actions,)`` or
+        ``(*batch, n_actions)``, summing to 1.
+
+    Raises
+    ------
+    TypeError
+        If `logits` or `weights` are not numbers, or `rng` is of the wrong type.
+    ValueError
+        For a wrong number of dimensions, zero models or actions, NaN or
+        ``+inf`` in `logits`, a model whose logits are all ``-inf``, an
+        ensemble in which every action is forbidden, bad `weights`, an unknown
+        `rule`, or a `temperature` that is not a finite number > 0.  The
+        message names the step, model and action concerned.
+
+    Notes
+    -----
+    With member policies :math:`p_i = \\operatorname{softmax}(\\ell_i)`,
+    weights :math:`w_i` and temperature :math:`T`, the rules (Wiering and van
+    Hasselt, 2008) are
+
+    - ``"sum"``: :math:`P \\propto (\\sum_i w_i p_i)^{1/T}`;
+    - ``"product"``: :math:`P \\propto (\\prod_i p_i^{w_i})^{1/T}`, in log space;
+    - ``"majority"``: :math:`P \\propto \\exp(v/T)`, where :math:`v_a` sums the
+      weights of the models whose argmax is :math:`a`;
+    - ``"rank"``: :math:`P \\propto \\exp(r/T)`, where each model gives its
+      best action ``n_actions`` points down to 1 for its worst, times
+      :math:`w_i`.
+
+    An action is possible only if a model with a positive weight allows it
+    (for ``"product"``: if every such model allows it).  The contribution of
+    model :math:`i` to the chosen action :math:`a` is
+    :math:`w_i p_i(a) / \\sum_j w_j p_j(a)`, for every rule.
+
+    References
+    ----------
+    M. A. Wiering and H. van Hasselt, "Ensemble Algorithms in Reinforcement
+    Learning", IEEE Trans. Systems, Man, and Cybernetics, Part B 38(4), 2008.
+
+    Examples
+    --------
+    >>> from ensemble_agg import aggregate
+    >>> logits = [[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+    >>> result = aggregate(logits, deterministic=True)
+    >>> result.action
+    0
+    >>> result.probs.round(4)
+    array([0.5499, 0.4501])
+    >>> result.contribution.round(4)
+    array([0.5339, 0.163 , 0.3031])
+
+    Sampling with a seed is reproducible, and ``-inf`` forbids an action:
+
+    >>> aggregate(logits, rng=7).action == aggregate(logits, rng=7).action
+    True
+    >>> masked = [[2.0, float("-inf")], [0.0, float("-inf")]]
+    >>> aggregate(masked, rng=7).action
+    0
+
+    Many steps at once:
+
+    >>> import numpy as np
+    >>> batch = np.zeros((4, 3, 2), dtype=np.float32)
+    >>> aggregate(batch, deterministic=True).action
+    array([0, 0, 0, 0])
+    """
+    x = as_logits(logits)
+    rule = check_rule(rule)
+    t = check_temperature(temperature)
+    w = None if weights is None else check_weights(weights, x.shape[-2], x.dtype)
+    if not deterministic:
+        rng = _rng(rng)
+    return _aggregate_checked(x, w, rule, t, bool(deterministic), rng)
