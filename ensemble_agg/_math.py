@@ -247,13 +247,49 @@ def _aggregate_checked(
         action: Any = int(a) if probs.ndim == 1 else a
     else:
         action = _sample(probs, _rng(rng))
-    if probs.ndim == 1:
-        contribution = q[:, action] / qsum[action]
-    else:
-        a_idx = np.asarray(action)[..., None]
-        qa = np.take_along_axis(q, a_idx[..., None], axis=-1)[..., 0]
-        contribution = qa / np.take_along_axis(qsum, a_idx, axis=-1)
+    contribution = _contribution(x, w, q, qsum, action)
     return Aggregation(action, contribution, probs)
+
+
+def _contribution(
+    x: FloatArray, w: FloatArray | None, q: FloatArray, qsum: FloatArray, action: Any
+) -> FloatArray:
+    """Each model's share ``q_i(a) / sum_j q_j(a)`` of the chosen action ``a``.
+
+    Under the product rule an action can win although every member
+    probability of it underflows to 0 (e.g. logits ``-750`` against ``0``
+    and ``-2000``); those steps are recomputed in log space, where the same
+    ratio is a softmax over models of ``log w_i + log p_i(a)``.
+    """
+    tiny = np.finfo(x.dtype).tiny
+    if q.ndim == 2:
+        den = qsum[action]
+        if den >= tiny:
+            return q[:, action] / den
+        return _log_contribution(x[:, action], x, w)
+    a_idx = np.asarray(action)[..., None]
+    qa = np.take_along_axis(q, a_idx[..., None], axis=-1)[..., 0]
+    den = np.take_along_axis(qsum, a_idx, axis=-1)
+    low = den[..., 0] < tiny
+    with np.errstate(invalid="ignore", divide="ignore"):
+        contribution = qa / den
+    if low.any():
+        xa = np.take_along_axis(x, a_idx[..., None], axis=-1)[..., 0]
+        contribution[low] = _log_contribution(xa[low], x[low], w)
+    return contribution
+
+
+def _log_contribution(
+    xa: FloatArray, x: FloatArray, w: FloatArray | None
+) -> FloatArray:
+    """``softmax`` over models of ``log w_i + log p_i(a)``; ``xa`` = logits of ``a``."""
+    m = x.max(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = xa - m - np.log(np.exp(x - m[..., None]).sum(axis=-1))
+        if w is not None:
+            logp = logp + np.log(w)
+        e = np.exp(logp - logp.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _raise_empty_support(probs: FloatArray, rule: str) -> None:

@@ -94,3 +94,16 @@ def test_never_returns_nan_for_extremes(rule):
     x = [[1e300, -1e300, 0.0], [-1e308, 1e308, -INF], [5e-324, 0.0, -5e-324]]
     r = aggregate(x, rule=rule, rng=0, temperature=1e-300)
     assert np.isfinite(r.probs).all() and np.isfinite(r.contribution).all()
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_product_winner_with_underflowing_member_probs(batched):
+    # Action 2 wins the product (log P = -3750 against -4000 and -6000) though
+    # e**-750 underflows to 0 in every member probability.
+    x = np.array([[0.0, -2000.0, -750.0], [-2000.0, 0.0, -750.0]])
+    x = np.stack([x, np.zeros((2, 3))]) if batched else x
+    r = aggregate(x, rule="product", deterministic=True, weights=[2.0, 3.0])
+    action = r.action[0] if batched else r.action
+    contribution = r.contribution[0] if batched else r.contribution
+    assert action == 2
+    np.testing.assert_allclose(contribution, [0.4, 0.6], rtol=1e-12)
