@@ -310,7 +310,7 @@ class Aggregator:
         tally, self._tally = self._tally, {}
         return tally
 
-    def add_contributions(self, tally: Mapping[Hashable, float]) -> None:
+    def add_contributions(self, tally: Mapping[Any, float]) -> None:
         """Add a saved tally to the running one (e.g. restored from disk).
 
         Raises ``TypeError``/``ValueError`` for a value that is not a finite,

@@ -1,0 +1,142 @@
+"""Tests of ensemble_agg.swergio_shim against real swergio servers and clients."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from swergio import Client
+
+from ensemble_agg.swergio_shim import (
+    ConnectionLost,
+    TunedClient,
+    TunedServer,
+    tune_client,
+)
+
+from .swergio_helpers import ServerProcess, data, frame, raw_frame
+
+
+@pytest.fixture
+def tuned():
+    server = TunedServer("127.0.0.1", 0, enable_logging=False)
+    server.serve_in_thread()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stock():
+    s = ServerProcess().start()
+    yield s
+    s.kill()
+
+
+def _next_in(client: TunedClient, room: str, timeout: float = 5.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for f in client.poll(0.05):
+            if f.message and f.message.get("TO_ROOM") == room:
+                return f.message
+    raise AssertionError(f"nothing in {room!r}")
+
+
+def test_tuned_client_talks_to_stock_server_and_stock_client(stock):
+    tuned_c = TunedClient("tuned", "127.0.0.1", stock.port)
+    plain = Client("plain", "127.0.0.1", stock.port)
+    plain.client.settimeout(5)
+    plain.join_room("r")
+    tuned_c.join_room("r")
+    time.sleep(0.2)
+    tuned_c.send(data("r", X=1))
+    msg = plain.receive()
+    while msg is not False and msg.get("TO_ROOM") != "r":
+        msg = plain.receive()
+    assert msg["X"] == 1 and msg["SENT_BY"] == "tuned"
+    plain.send(data("r", Y=2))
+    assert _next_in(tuned_c, "r")["Y"] == 2
+    tuned_c.close()
+    plain.close()
+
+
+def test_tuned_sockets_have_nodelay(tuned):
+    c = TunedClient("a", *tuned.address)
+    assert c.client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    plain = tune_client(Client("b", *tuned.address))
+    assert plain.client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    c.close()
+    plain.close()
+
+
+def _on_socketpair(client: TunedClient) -> socket.socket:
+    """Re-point ``client`` at one end of a socket pair; return the other end.
+
+    The tuned server never forwards a bad frame, so the client's side of one
+    is tested by writing the frames ourselves.
+    """
+    mine, theirs = socket.socketpair()
+    client.client.close()
+    client.client = mine
+    return theirs
+
+
+def test_receive_skips_bad_frames_instead_of_closing(tuned):
+    c = TunedClient("reader", *tuned.address)
+    peer = _on_socketpair(c)
+    peer.sendall(
+        raw_frame(b"{bad") + raw_frame(b"[1]") + frame({"TO_ROOM": "r", "OK": 1})
+    )
+    assert c.receive() == {"TO_ROOM": "r", "OK": 1}
+    peer.close()
+    assert c.receive() is False  # the connection ended: False, as in swergio
+
+
+def test_half_closed_mid_frame_ends_instead_of_spinning(tuned):
+    c = TunedClient("reader", *tuned.address)
+    peer = _on_socketpair(c)
+    peer.sendall(b"100       {partial")
+    peer.shutdown(socket.SHUT_WR)
+    started = time.monotonic()
+    with pytest.raises(ConnectionLost, match="middle of a frame"):
+        for _ in range(10):
+            c.poll(1.0)
+    assert time.monotonic() - started < 2.0
+    peer.close()
+
+
+def test_reconnect_rejoins_rooms(tuned):
+    c = TunedClient("x", *tuned.address)
+    c.join_room("r1")
+    c.join_room("r2")
+    c.reconnect()
+    assert c.rooms == {"_command", "r1", "r2"}
+    other = TunedClient("y", *tuned.address)
+    time.sleep(0.1)
+    other.send(data("r2", Z=3))
+    assert _next_in(c, "r2")["Z"] == 3
+    c.close()
+    other.close()
+
+
+def test_tuned_server_routes_like_swergio(tuned):
+    a = TunedClient("a", *tuned.address)
+    b = TunedClient("b", *tuned.address)
+    b.join_room("room")
+    time.sleep(0.1)
+    a.send(data("room", V=1))
+    assert _next_in(b, "room")["SENT_BY"] == "a"
+    a.send({"ID": "d", "TYPE": "DATA/CUSTOM", "TO": "b", "V": 2})
+    deadline = time.monotonic() + 5
+    got = None
+    while got is None and time.monotonic() < deadline:
+        for f in b.poll(0.05):
+            if f.message and f.message.get("TO") == "b":
+                got = f.message
+    assert got and got["V"] == 2
+    # a bad message does not cost the sender its connection
+    a.send(data("no-such-room", V=3))
+    a.send(data("room", V=4))
+    assert _next_in(b, "room")["V"] == 4
+    a.close()
+    b.close()
