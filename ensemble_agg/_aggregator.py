@@ -7,15 +7,16 @@ and calls :meth:`Aggregator.close_round`.
 
 Theory of operation
 -------------------
-A round is a preallocated buffer of ``n_models + 1`` rows and a dict from
-model id to row (insertion order = row order).  A submission is checked in
-full before anything is written; a new model writes straight into the next
-free row, a resubmission writes into the spare last row first and is copied
-over its old row only once it passed, so a rejected submission leaves the
-round as it was.  When the last model arrives the buffer is aggregated in
-place, each model's share is added to the tally, and the dict is cleared;
-the buffer is reused for the next round (reallocated only when the number of
-actions changes).
+The open round is a dict from model id to that model's logits (insertion
+order = arrival order; a resubmission replaces the value and keeps the
+place).  A submission is checked in full before it is stored, and storing is
+one dict assignment, so a rejected submission leaves the round as it was.
+Lists are stored as shallow copies (a Python list copy is cheaper than
+writing a row of a preallocated array, which we measured); arrays as float64
+copies.  When the last model arrives the round is aggregated (two actions
+with the default rule go through the pure-Python fast path, everything else
+through NumPy), each model's share is added to the tally, and the dict is
+cleared.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._math import Aggregation, RNGLike, _aggregate_checked, _rng
+from ._two_actions import sum_two_actions_rows
 from ._validation import (
     check_nonnegative,
     check_rule,
@@ -134,9 +136,8 @@ class Aggregator:
         self.max_ids = max_ids
         self._weights = self._weights_map(weights, model_ids)
 
-        self._slot: dict[Hashable, int] = {}
+        self._round: dict[Hashable, Any] = {}
         self._n_actions: int | None = None
-        self._buf = np.empty((self.n_models + 1, 0))
         self._opened_at: float | None = None
         self._last_deterministic = False
         self._last_ids: tuple[Hashable, ...] = ()
@@ -181,7 +182,7 @@ class Aggregator:
     @property
     def pending(self) -> tuple[Hashable, ...]:
         """Ids that have submitted to the open round, in arrival order."""
-        return tuple(self._slot)
+        return tuple(self._round)
 
     @property
     def missing(self) -> tuple[Hashable, ...]:
@@ -191,17 +192,17 @@ class Aggregator:
         models.
         """
         expected = self._model_ids if self._model_ids is not None else self._last_ids
-        return tuple(sorted((i for i in expected if i not in self._slot), key=repr))
+        return tuple(sorted((i for i in expected if i not in self._round), key=repr))
 
     @property
     def round_opened_at(self) -> float | None:
         """The ``now`` of the open round's first submission, or ``None``."""
-        return self._opened_at if self._slot else None
+        return self._opened_at if self._round else None
 
     @property
     def n_actions(self) -> int | None:
         """Actions in the open round (set by its first submission), or ``None``."""
-        return self._n_actions if self._slot else None
+        return self._n_actions if self._round else None
 
     # -- changing state ----------------------------------------------------
 
@@ -244,32 +245,23 @@ class Aggregator:
             :class:`UnknownModelError` for an id that is not accepted.  The
             round and the tally are left exactly as they were.
         """
-        slot = self._slot.get(model_id)
-        if slot is None:
+        replacing = model_id in self._round
+        if not replacing:
             self._check_new_id(model_id)
-            row = len(self._slot)
-        else:
-            row = self.n_models  # the spare row: the old one stays intact
-        n = self._check_logits(model_id, logits, replacing=slot is not None)
-        if n != self._buf.shape[1]:
-            self._resize(n)
-        self._buf[row] = logits
-        if slot is not None:
-            self._buf[slot] = self._buf[row]
-        else:
-            if not self._slot:
-                self._opened_at = now
-            self._slot[model_id] = row
-        self._n_actions = n
-        if len(self._slot) < self.n_models:
+        row = self._check_logits(model_id, logits, replacing=replacing)
+        if not self._round:
+            self._opened_at = now
+        self._round[model_id] = row
+        self._n_actions = len(row)
+        if len(self._round) < self.n_models:
             self._last_deterministic = bool(deterministic)
             return None
         # Only a new id can complete a round: a resubmission keeps the count.
-        assert slot is None
+        assert not replacing
         try:
             result = self._finish(bool(deterministic))
         except ValueError:
-            del self._slot[model_id]  # the round is as it was before this call
+            del self._round[model_id]  # the round is as it was before this call
             raise
         self._last_deterministic = bool(deterministic)
         return result
@@ -280,11 +272,11 @@ class Aggregator:
         For a straggler deadline.  Returns ``None`` if nobody has submitted.
         `deterministic` defaults to the value of the latest submission.
         """
-        if not self._slot:
+        if not self._round:
             return None
         if deterministic is None:
             deterministic = self._last_deterministic
-        early = len(self._slot) < self.n_models
+        early = len(self._round) < self.n_models
         result = self._finish(bool(deterministic))
         if early:
             self.rounds_closed_early += 1
@@ -292,8 +284,8 @@ class Aggregator:
 
     def discard_round(self) -> tuple[Hashable, ...]:
         """Drop the open round's submissions; return the ids that were in it."""
-        ids = tuple(self._slot)
-        self._slot.clear()
+        ids = tuple(self._round)
+        self._round.clear()
         return ids
 
     def pop_contributions(self) -> dict[Hashable, float]:
@@ -341,7 +333,7 @@ class Aggregator:
                 )
         elif self.max_ids is not None and model_id not in self._tally:
             tracked = len(self._tally) + sum(
-                1 for i in self._slot if i not in self._tally
+                1 for i in self._round if i not in self._tally
             )
             if tracked >= self.max_ids:
                 raise UnknownModelError(
@@ -351,8 +343,8 @@ class Aggregator:
                     "cap",
                 )
 
-    def _check_logits(self, model_id: Hashable, logits: Any, *, replacing: bool) -> int:
-        """Validate one model's logits; return their length."""
+    def _check_logits(self, model_id: Hashable, logits: Any, *, replacing: bool) -> Any:
+        """Validate one model's logits; return the copy to store."""
         if type(logits) is list or type(logits) is tuple:
             n = len(logits)
             try:
@@ -368,6 +360,7 @@ class Aggregator:
             if isinstance(total, complex):
                 raise TypeError(f"logits of model {model_id!r} must be real numbers")
             finite = total - total == 0
+            row: Any = list(logits)
         else:
             arr = np.asarray(logits)
             if arr.dtype.kind not in "fiub":
@@ -382,12 +375,13 @@ class Aggregator:
                 )
             n = arr.shape[0]
             finite = False
+            row = arr.astype(np.float64)  # a copy, so later changes do not leak in
         if n == 0:
             raise ValueError(
                 f"logits of model {model_id!r} are empty; need one per action"
             )
-        expected = self._n_actions if self._slot else None
-        if replacing and len(self._slot) == 1:
+        expected = self._n_actions if self._round else None
+        if replacing and len(self._round) == 1:
             expected = None  # the only submission may change the round's width
         if expected is not None and n != expected:
             raise ValueError(
@@ -395,17 +389,11 @@ class Aggregator:
                 f"actions (set by its first submission)"
             )
         if not finite:
-            diagnose_logits(np.asarray(logits, dtype=np.float64)[None], [model_id])
-        return n
-
-    def _resize(self, n_actions: int) -> None:
-        # Only an empty round, or one whose sole member is resubmitting, can
-        # change width, so no row needs carrying over.
-        self._buf = np.empty((self.n_models + 1, n_actions))
+            diagnose_logits(np.asarray(row, dtype=np.float64)[None], [model_id])
+        return row
 
     def _finish(self, deterministic: bool) -> Aggregation:
-        ids = list(self._slot)
-        k = len(ids)
+        ids = list(self._round)
         w = None
         if self._weights is not None:
             w = np.array([self._weights.get(i, 1.0) for i in ids])
@@ -414,15 +402,25 @@ class Aggregator:
                     f"every model in this round has weight 0 ({ids!r}); at least "
                     f"one must count"
                 )
-        result = _aggregate_checked(
-            self._buf[:k], w, self.rule, self.temperature, deterministic, self._rng, ids
-        )
+        rows = list(self._round.values())
+        fast = None
+        if w is None and self.rule == "sum" and self.temperature == 1.0:
+            fast = sum_two_actions_rows(
+                rows, deterministic, None if deterministic else self._rng
+            )
+        if fast is not None:
+            result = Aggregation(*fast)
+        else:
+            x = np.array(rows, dtype=np.float64)
+            result = _aggregate_checked(
+                x, w, self.rule, self.temperature, deterministic, self._rng, ids
+            )
         tally = self._tally
         shares = dict(zip(ids, result.contribution.tolist(), strict=True))
         for model_id, share in shares.items():
             tally[model_id] = tally.get(model_id, 0.0) + share
         self._last_ids = tuple(ids)
-        self._slot.clear()
+        self._round.clear()
         self.rounds += 1
         return Aggregation(result.action, shares, result.probs)
 

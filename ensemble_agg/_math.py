@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._two_actions import sum_two_actions_batched, sum_two_actions_rows
 from ._validation import (
     FloatArray,
     as_logits,
@@ -130,15 +131,51 @@ def _rng(rng: RNGLike) -> np.random.Generator:
     )
 
 
-def _member_probs(x: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Return ``(p, shifted)``: member softmaxes and ``x - max(x)`` per model."""
-    # Overflow in the shift (e.g. -1e308 - 1e308) gives -inf, whose exp is the
-    # right limit, 0; a row that is NaN here is diagnosed by the caller.
+class _Members(NamedTuple):
+    """Member policies in factored form: ``w_i p_i(a) = e[i, a] * coef[i]``.
+
+    ``e`` is ``exp(x - shift)`` and ``coef = w / sum_a e``; keeping the two
+    apart means the normalised ``w_i p_i`` array is never built: the ensemble
+    needs only ``qsum = sum_i coef_i e_i`` and the contribution only the
+    chosen action's column.
+    """
+
+    e: FloatArray
+    coef: FloatArray
+    shifted: FloatArray | None  # x - shift, kept for the product rule only
+    log_norm: FloatArray  # log sum_a e, per model
+
+
+# Beyond these logit ranges one shift for the whole array could underflow a
+# model's every probability; then each model is shifted by its own max.
+_GLOBAL_SHIFT_RANGE = {np.dtype(np.float64): 600.0, np.dtype(np.float32): 80.0}
+
+
+def _members(x: FloatArray, w: FloatArray | None, keep_shifted: bool) -> _Members:
+    """Member policies of validated ``x``; NaN rows mark invalid input."""
+    shift = None
+    if not keep_shifted:
+        # The usual case, all logits within a few hundred of each other, takes
+        # one global shift (two fast full-array reductions) instead of a max
+        # per model (a slow reduction over a short axis).  -inf, +inf and NaN
+        # fail the comparison and take the per-model shift, which is exact
+        # for -inf and makes NaN of the invalid rest.  The product rule works
+        # with log p = shifted - log_norm, whose rounding grows with the
+        # shift, so it always shifts per model.
+        hi = x.max()
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, 1e308 - -1e308
+            if hi - x.min() < _GLOBAL_SHIFT_RANGE[x.dtype]:
+                shift = hi
     with np.errstate(invalid="ignore", over="ignore"):
-        shifted = x - x.max(axis=-1, keepdims=True)
-        e = np.exp(shifted)
-        p = e / e.sum(axis=-1, keepdims=True)
-    return p, shifted
+        if shift is None:
+            shift = x.max(axis=-1, keepdims=True)
+        shifted = x - shift
+        e = np.exp(shifted) if keep_shifted else np.exp(shifted, out=shifted)
+        norm = e @ np.ones(x.shape[-1], dtype=x.dtype)
+        coef = 1.0 / norm if w is None else w / norm
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_norm = np.log(norm) if keep_shifted else norm
+    return _Members(e, coef, shifted if keep_shifted else None, log_norm)
 
 
 def _scores_to_probs(
@@ -158,30 +195,31 @@ def _scores_to_probs(
 
 def _ensemble(
     x: FloatArray, w: FloatArray | None, rule: str, t: float
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Return ``(q, qsum, P)`` for validated logits ``x``.
+) -> tuple[_Members, FloatArray, FloatArray]:
+    """Return ``(members, qsum, P)`` for validated logits ``x``.
 
-    ``q = w_i p_i`` has the shape of ``x``; ``qsum`` is its sum over models
-    (the ``"sum"`` rule's unnormalised ``P`` and every rule's contribution
-    denominator); ``P`` is the ensemble distribution.  Invalid input shows up
-    as NaN in ``qsum``; an empty support as NaN in ``P``.
+    ``qsum`` is ``sum_i w_i p_i`` (the ``"sum"`` rule's unnormalised ``P``
+    and every rule's contribution denominator); ``P`` is the ensemble
+    distribution.  Invalid input shows up as NaN in ``qsum``; an empty support
+    as NaN in ``P``.
     """
-    p, shifted = _member_probs(x)
-    q = p if w is None else p * w[:, None]
-    qsum = q.sum(axis=-2)
+    members = _members(x, w, keep_shifted=rule == "product")
+    # sum over models of coef_i * e_i, as one (batched) matrix product
+    qsum = (members.coef[..., None, :] @ members.e)[..., 0, :]
     if rule == "sum":
         s = qsum
         if t != 1.0:
             # P ∝ s**(1/T); scale by the max first so the power cannot overflow.
             s = (s / s.max(axis=-1, keepdims=True)) ** (1.0 / t)
-        return q, qsum, s / s.sum(axis=-1, keepdims=True)
+        return members, qsum, s / s.sum(axis=-1, keepdims=True)
     if rule == "product":
+        assert members.shifted is not None
         with np.errstate(divide="ignore", invalid="ignore"):
-            logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+            logp = members.shifted - members.log_norm[..., None]
             if w is not None:
                 # A weight-0 model must not veto: 0 * -inf would be NaN.
                 logp = np.where(w[:, None] > 0, logp * w[:, None], 0.0)
-        return q, qsum, _scores_to_probs(logp.sum(axis=-2), None, t)
+        return members, qsum, _scores_to_probs(logp.sum(axis=-2), None, t)
     n_actions = x.shape[-1]
     if rule == "majority":
         best = x.argmax(axis=-1)
@@ -194,7 +232,7 @@ def _ensemble(
         points = (n_actions - ranks).astype(x.dtype)
     if w is not None:
         points = points * w[:, None]
-    return q, qsum, _scores_to_probs(points.sum(axis=-2), qsum > 0, t)
+    return members, qsum, _scores_to_probs(points.sum(axis=-2), qsum > 0, t)
 
 
 def _sample(probs: FloatArray, rng: np.random.Generator) -> Any:
@@ -233,11 +271,35 @@ def _aggregate_checked(
 ) -> Aggregation:
     """Aggregate validated ``x`` (shape ``(*batch, n_models, n_actions)``).
 
+    Takes the two-action fast path where it applies, else
+    :func:`_aggregate_general`.  Raises ``ValueError`` if the data turn out
+    invalid; ``ids`` names the models in error messages.
+    """
+    if rule == "sum" and t == 1.0 and x.shape[-1] == 2:
+        gen = None if deterministic else _rng(rng)
+        fast = sum_two_actions_batched(x, w, deterministic, gen)
+        if fast is not None:
+            a, contribution, probs = fast
+            return Aggregation(int(a) if x.ndim == 2 else a, contribution, probs)
+        rng = gen  # nothing was drawn from it
+    return _aggregate_general(x, w, rule, t, deterministic, rng, ids)
+
+
+def _aggregate_general(
+    x: FloatArray,
+    w: FloatArray | None,
+    rule: str,
+    t: float,
+    deterministic: bool,
+    rng: RNGLike,
+    ids: list[Hashable] | None = None,
+) -> Aggregation:
+    """Every rule, any shape: the reference the fast paths are tested against.
+
     Raises ``ValueError`` if the data turn out invalid (NaN, ``+inf``, a
     model with every action forbidden, or an ensemble with an empty support).
-    ``ids`` names the models in error messages.
     """
-    q, qsum, probs = _ensemble(x, w, rule, t)
+    members, qsum, probs = _ensemble(x, w, rule, t)
     if math.isnan(qsum.sum()):
         diagnose_logits(x, ids)
     if math.isnan(probs.sum()):
@@ -247,12 +309,12 @@ def _aggregate_checked(
         action: Any = int(a) if probs.ndim == 1 else a
     else:
         action = _sample(probs, _rng(rng))
-    contribution = _contribution(x, w, q, qsum, action)
+    contribution = _contribution(x, w, members, qsum, action)
     return Aggregation(action, contribution, probs)
 
 
 def _contribution(
-    x: FloatArray, w: FloatArray | None, q: FloatArray, qsum: FloatArray, action: Any
+    x: FloatArray, w: FloatArray | None, m: _Members, qsum: FloatArray, action: Any
 ) -> FloatArray:
     """Each model's share ``q_i(a) / sum_j q_j(a)`` of the chosen action ``a``.
 
@@ -262,13 +324,13 @@ def _contribution(
     ratio is a softmax over models of ``log w_i + log p_i(a)``.
     """
     tiny = np.finfo(x.dtype).tiny
-    if q.ndim == 2:
+    if x.ndim == 2:
         den = qsum[action]
         if den >= tiny:
-            return q[:, action] / den
+            return m.e[:, action] * m.coef / den
         return _log_contribution(x[:, action], x, w)
     a_idx = np.asarray(action)[..., None]
-    qa = np.take_along_axis(q, a_idx[..., None], axis=-1)[..., 0]
+    qa = np.take_along_axis(m.e, a_idx[..., None], axis=-1)[..., 0] * m.coef
     den = np.take_along_axis(qsum, a_idx, axis=-1)
     low = den[..., 0] < tiny
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -411,6 +473,20 @@ def aggregate(
     >>> aggregate(batch, deterministic=True).action
     array([0, 0, 0, 0])
     """
+    if (
+        type(logits) is list
+        and weights is None
+        and rule == "sum"
+        and (type(temperature) is float or type(temperature) is int)
+        and temperature == 1
+    ):
+        # One step of a few models from a list of lists, as it comes off the
+        # wire: the pure-Python two-action path is the fastest there is.
+        gen = None if deterministic else _rng(rng)
+        fast = sum_two_actions_rows(logits, bool(deterministic), gen)
+        if fast is not None:
+            return Aggregation(*fast)
+        rng = gen
     x = as_logits(logits)
     rule = check_rule(rule)
     t = check_temperature(temperature)
