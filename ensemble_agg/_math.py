@@ -25,6 +25,7 @@ from collections.abc import Hashable
 from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from ._two_actions import sum_two_actions_batched, sum_two_actions_rows
 from ._validation import (
@@ -179,7 +180,7 @@ def _members(x: FloatArray, w: FloatArray | None, keep_shifted: bool) -> _Member
 
 
 def _scores_to_probs(
-    score: FloatArray, support: FloatArray | None, t: float
+    score: FloatArray, support: npt.NDArray[np.bool_] | None, t: float
 ) -> FloatArray:
     """``softmax(score / t)`` over actions, with actions outside ``support`` at 0.
 
