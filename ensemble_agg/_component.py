@@ -137,6 +137,7 @@ class AggregatorComponent:
         )
         self._cap_warned = False
         self._rooms = {settings.logits_room, settings.evolution_room}
+        self._handlers: dict[str, list[Any]] = {}
         if settings.state_file is not None:
             self.aggregator.add_contributions(load_tally(settings.state_file))
             self._save_state()  # fail now, not at the first round, if unwritable
@@ -261,6 +262,10 @@ class AggregatorComponent:
             responseRooms=s.evolution_room,
             trigger=Trigger(custom, s.evolution_room),
         )
+        self._handlers = {}
+        for handler in client.eventHandlers:
+            for room in handler.trigger.rooms:
+                self._handlers.setdefault(room, []).append(handler)
         return client
 
     # -- dispatch ------------------------------------------------------------
@@ -281,9 +286,10 @@ class AggregatorComponent:
                 )
             return
         assert self.client is not None
-        for handler in self.client.eventHandlers:
-            if not handler.is_triggered(message):
-                continue
+        # Room and TYPE are what the handlers' Triggers test; they were checked
+        # above, so the handler is looked up instead of re-running every
+        # Trigger (whose MESSAGE_TYPE lookups cost more than the aggregation).
+        for handler in self._handlers[room]:
             try:
                 responses = handler.handle(message)
             except BadMessage as exc:
@@ -356,8 +362,10 @@ class AggregatorComponent:
 
     def _check_deadline(self) -> None:
         timeout = self.settings.step_timeout
+        if timeout is None:
+            return
         opened = self.aggregator.round_opened_at
-        if timeout is None or opened is None or self.clock() - opened < timeout:
+        if opened is None or self.clock() - opened < timeout:
             return
         missing = self.aggregator.missing
         present = len(self.aggregator.pending)

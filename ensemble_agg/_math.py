@@ -484,9 +484,9 @@ def aggregate(
         # One step of a few models from a list of lists, as it comes off the
         # wire: the pure-Python two-action path is the fastest there is.
         gen = None if deterministic else _rng(rng)
-        fast = sum_two_actions_rows(logits, bool(deterministic), gen)
+        fast = sum_two_actions_rows(logits, deterministic, gen)
         if fast is not None:
-            return Aggregation(*fast)
+            return tuple.__new__(Aggregation, fast)  # skips namedtuple's __new__
         rng = gen
     x = as_logits(logits)
     rule = check_rule(rule)

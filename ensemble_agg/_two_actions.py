@@ -79,12 +79,8 @@ def sum_two_actions_rows(
         # As the general path: the first index whose cumulative sum exceeds
         # u * total, never an action of probability 0.
         action = 0 if p0 > rng.random() * (p0 + p1) or p1 == 0.0 else 1
-    if action == 0:
-        contribution = np.array(p0s)
-        contribution /= s0
-    else:
-        contribution = np.array(p1s)
-        contribution /= s1
+    contribution = np.array(p1s if action else p0s)
+    contribution /= s1 if action else s0
     return action, contribution, np.array([p0, p1])
 
 

@@ -11,11 +11,11 @@ data; they raise :class:`BadMessage` (the peer's fault) and nothing else.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "BadMessage",
@@ -61,13 +61,13 @@ def encode_frame(message: dict[str, Any], encoding: str, header_length: int) -> 
     return header + body
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     """One frame's outcome: a decoded ``message``, or why it has none.
 
     ``error`` is set (and ``message`` is ``None``) for a body that is not
     valid JSON or not a JSON object, and for a body longer than the decoder's
-    limit, which is skipped unread.
+    limit, which is skipped unread.  (A named tuple: one is built per
+    message, and a frozen dataclass costs several times more to build.)
     """
 
     message: dict[str, Any] | None
@@ -107,6 +107,12 @@ class FrameDecoder:
         self.max_body = max_body
         self._buf = bytearray()
         self._skip = 0  # bytes of an oversized body still to discard
+        # An ASCII header parses with int() straight from bytes.
+        self._ascii_header = codecs.lookup(encoding).name in (
+            "utf-8",
+            "ascii",
+            "iso8859-1",
+        )
 
     @property
     def buffered(self) -> int:
@@ -135,7 +141,9 @@ class FrameDecoder:
         while len(buf) - start >= h:
             header = bytes(buf[start : start + h])
             try:
-                length = int(header.decode(self.encoding))
+                length = int(
+                    header if self._ascii_header else header.decode(self.encoding)
+                )
             except (UnicodeDecodeError, ValueError):
                 raise FramingError(
                     f"frame header {header!r} is not a body length"
@@ -163,13 +171,28 @@ class FrameDecoder:
 
     def _decode(self, body: bytes) -> Frame:
         try:
-            message = json.loads(body.decode(self.encoding))
-        except (UnicodeDecodeError, ValueError) as exc:
+            text = body.decode(self.encoding)
+        except UnicodeDecodeError as exc:
             return Frame(None, f"the frame is not valid JSON ({exc})", len(body))
-        if not isinstance(message, dict):
+        try:
+            # raw_decode skips json.loads' encoding detection and whitespace
+            # handling, about half its cost on a small message; anything
+            # unusual (surrounding whitespace, errors) goes through json.loads.
+            message, end = _raw_decode(text)
+        except ValueError:
+            end = -1
+        if end != len(text):
+            try:
+                message = json.loads(text)
+            except ValueError as exc:
+                return Frame(None, f"the frame is not valid JSON ({exc})", len(body))
+        if type(message) is not dict:
             kind = _json_kind(message)
             return Frame(None, f"the frame is a JSON {kind}, not an object", len(body))
         return Frame(message, None, len(body))
+
+
+_raw_decode = json.JSONDecoder().raw_decode
 
 
 def _json_kind(value: object) -> str:
@@ -183,8 +206,7 @@ def sender_of(message: dict[str, Any]) -> str:
     return repr(sender) if sender is not None else "an unknown sender"
 
 
-@dataclass(frozen=True)
-class Submission:
+class Submission(NamedTuple):
     """A checked ``LOGITS`` message: model id, logits, deterministic flag."""
 
     model_id: str

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import select
 import socket
 import threading
 import types
@@ -74,6 +73,9 @@ def _nodelay(sock: socket.socket) -> None:
 
 def _send_frame(self: Client, message: dict[str, Any]) -> None:
     self.client.sendall(encode_frame(message, self.format, self.header_length))
+
+
+_RECV_SIZE = 1 << 18
 
 
 def tune_client(client: Client) -> Client:
@@ -162,6 +164,8 @@ class TunedClient(Client):
 
     def send(self, message: dict[str, Any]) -> None:
         """Send ``message`` as one frame with one ``sendall``."""
+        # poll() sets a short timeout for reading; a send may wait longer.
+        self.client.settimeout(SEND_TIMEOUT)
         _send_frame(self, message)
 
     def reconnect(self) -> None:
@@ -184,22 +188,22 @@ class TunedClient(Client):
         the stream's framing broke.  ``timeout=None`` waits for data.
         """
         if self._frames:
-            frames = list(self._frames)
+            queued = list(self._frames)
             self._frames.clear()
-            return frames
+            return queued
         sock = self.client
-        ready, _, _ = select.select([sock], [], [], timeout)
-        if not ready:
+        # One blocking recv with a timeout (poll and recv inside CPython):
+        # the cheapest wait per wake-up.  Only a full buffer suggests more is
+        # queued and is followed by non-blocking reads.
+        sock.settimeout(timeout)
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except TimeoutError:
             return []
-        frames = []
-        # Drain what the kernel already has (bounded), without blocking.
+        except OSError as exc:
+            raise ConnectionLost(f"receive failed: {exc}") from exc
+        frames: list[Frame] = []
         for _ in range(64):
-            try:
-                data = sock.recv(1 << 18, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                raise ConnectionLost(f"receive failed: {exc}") from exc
             if not data:
                 where = " in the middle of a frame" if self._decoder.mid_frame else ""
                 raise ConnectionLost(f"the server closed the connection{where}")
@@ -207,8 +211,14 @@ class TunedClient(Client):
                 frames.extend(self._decoder.feed(data))
             except FramingError as exc:
                 raise ConnectionLost(f"lost the frame boundaries: {exc}") from exc
-            if len(data) < (1 << 18):
+            if len(data) < _RECV_SIZE:
                 break
+            try:
+                data = sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                raise ConnectionLost(f"receive failed: {exc}") from exc
         return frames
 
     def receive(self) -> dict[str, Any] | bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from swergio import Client
 
 HOST = "127.0.0.1"
+JOIN_SETTLE = 0.25  # seconds
 STOCK_SERVER = (
     "import sys; from swergio import Server; "
     "Server('127.0.0.1', int(sys.argv[1]), 'utf-8', 10).start()"

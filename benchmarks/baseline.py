@@ -1,0 +1,47 @@
+"""PyTorch baselines: the original ``get_action`` and its vectorised form.
+
+``get_action`` is the original component's helper, unchanged.  ``batched``
+is what a torch user would write for many steps at once (softmax, sum over
+models, sample or argmax, contributions by gather), run on one thread.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Categorical
+from torch.distributions.utils import logits_to_probs
+
+
+def get_action(dict_actions_logits, deterministic=False):
+    all_probs = torch.stack(
+        [
+            logits_to_probs(torch.tensor(v).unsqueeze(0))
+            for v in dict_actions_logits.values()
+        ]
+    )
+    probs = all_probs.sum(0)
+    dist = Categorical(probs=probs)
+    if deterministic:
+        action = torch.argmax(dist.probs, dim=1)
+    else:
+        action = dist.sample()
+    action = action.numpy()
+    ai = action[0]
+    ai_cont = (all_probs[:, :, ai].squeeze() / probs[:, ai]).numpy()
+    contribution = {k: ai_cont[i] for i, k in enumerate(dict_actions_logits.keys())}
+    return action, contribution
+
+
+def batched(x: torch.Tensor, deterministic: bool):
+    """x: (batch, n_models, n_actions) -> (action, contribution, probs)."""
+    p = torch.softmax(x, dim=-1)
+    s = p.sum(dim=-2)
+    probs = s / s.sum(dim=-1, keepdim=True)
+    if deterministic:
+        action = probs.argmax(dim=-1)
+    else:
+        action = torch.multinomial(probs, 1)[:, 0]
+    idx = action[:, None, None].expand(-1, x.shape[1], 1)
+    pa = torch.gather(p, -1, idx)[..., 0]
+    contribution = pa / pa.sum(dim=-1, keepdim=True)
+    return action, contribution, probs

@@ -1,0 +1,725 @@
+#!/usr/bin/env python3
+"""ensemble-agg benchmarks against the original torch component, in one run.
+
+    python benchmarks/run.py            # full run, about two minutes
+    python benchmarks/run.py --quick    # fewer repeats and rounds
+    python benchmarks/run.py --smoke    # a few seconds; for CI, checks nothing
+
+Prints a table (figure, baseline, ours, ratio, target), writes
+``results.json`` and ``scaling.png`` (if matplotlib is installed) to
+``--out`` (default ``benchmarks/results``).  Every speed target is a ratio
+or a figure measured in this same run; nothing here asserts anything.
+The torch baseline (``baseline.py``, ``original_03_aggregation.py``) runs
+only where ``torch==2.13.0`` is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+    import baseline
+
+    HAVE_TORCH = True
+except ImportError:
+    HAVE_TORCH = False
+
+from ensemble_agg import Aggregator, aggregate  # noqa: E402
+from ensemble_agg._wire import encode_frame  # noqa: E402
+
+HOST = "127.0.0.1"
+ROWS: list[dict[str, Any]] = []
+
+
+def row(name, unit, baseline_value, ours, target, ok, ratio=None, note=""):
+    if ratio is None and baseline_value and ours:
+        ratio = baseline_value / ours
+    ROWS.append(
+        dict(
+            name=name,
+            unit=unit,
+            baseline=baseline_value,
+            ours=ours,
+            ratio=ratio,
+            target=target,
+            met=ok,
+            note=note,
+        )
+    )
+
+
+def per_call(fn, seconds: float) -> float:
+    """Median seconds per call of ``fn``, over 5 repeats of about ``seconds / 5``."""
+    number, elapsed = 1, 0.0
+    while elapsed < seconds / 25:
+        number *= 4
+        elapsed = timeit.timeit(fn, number=number)
+    number = max(1, int(number * (seconds / 5) / max(elapsed, 1e-9)))
+    return statistics.median(timeit.repeat(fn, number=number, repeat=5)) / number
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# -- 1. one step from lists --------------------------------------------------
+
+
+def bench_single(cfg):
+    rng = np.random.default_rng(0)
+    gen = np.random.default_rng(1)
+    for n_models, n_actions in cfg["single_shapes"]:
+        logits = rng.normal(size=(n_models, n_actions)).tolist()
+        d = {f"m{i}": r for i, r in enumerate(logits)}
+        secs = cfg["seconds"] * (1 if n_models * n_actions < 10_000 else 3)
+        for det in (True, False):
+            ours = per_call(lambda: aggregate(logits, deterministic=det, rng=gen), secs)
+            base = (
+                per_call(lambda: baseline.get_action(d, det), secs)
+                if HAVE_TORCH
+                else None
+            )
+            mode = "deterministic" if det else "sampled"
+            name = f"one step {n_models}x{n_actions}, {mode}"
+            if (n_models, n_actions) == (20, 2):
+                limit = 5e-6 if det else 7e-6
+                ok = ours <= limit and (base is None or base / ours >= 25)
+                target = f"<= {limit * 1e6:.0f} us and >= 25x"
+            else:
+                ok = base is None or base >= ours
+                target = "not slower"
+            row(name, "us/call", base and base * 1e6, ours * 1e6, target, ok)
+
+
+# -- 2. batched ----------------------------------------------------------------
+
+
+def naive_numpy(x, rng):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+    s = p.sum(axis=-2)
+    probs = s / s.sum(axis=-1, keepdims=True)
+    cum = probs.cumsum(axis=-1)
+    u = rng.random(probs.shape[:-1])[..., None]
+    a = (cum < u).sum(axis=-1)
+    pa = np.take_along_axis(p, a[..., None, None], axis=-1)[..., 0]
+    return a, pa / pa.sum(axis=-1, keepdims=True), probs
+
+
+def bench_batched(cfg):
+    rng = np.random.default_rng(0)
+    for shape in cfg["batch_shapes"]:
+        x64 = rng.normal(size=shape)
+        f64 = None
+        for dtype in (np.float64, np.float32):
+            x = x64.astype(dtype)
+            ours = best_of(lambda: aggregate(x, rng=1), cfg["batch_repeats"])
+            base = None
+            if HAVE_TORCH:
+                t = torch.from_numpy(x)
+                base = best_of(lambda: baseline.batched(t, False), cfg["batch_repeats"])
+            rate = x.size / ours / 1e6
+            name = f"batched {shape}, {np.dtype(dtype).name}, sampled"
+            if dtype is np.float64:
+                f64 = rate
+                naive = (
+                    x.size
+                    / best_of(lambda: naive_numpy(x, rng), cfg["batch_repeats"])
+                    / 1e6
+                )
+                row(
+                    name,
+                    "M logits/s",
+                    base and x.size / base / 1e6,
+                    rate,
+                    ">= 100",
+                    rate >= 100,
+                    ratio=base and rate / (x.size / base / 1e6),
+                    note=f"naive NumPy {naive:.0f}",
+                )
+            else:
+                row(
+                    name,
+                    "M logits/s",
+                    base and x.size / base / 1e6,
+                    rate,
+                    "faster than float64",
+                    rate > f64,
+                    ratio=base and rate / (x.size / base / 1e6),
+                )
+
+
+# -- 3. Aggregator.submit ---------------------------------------------------------
+
+
+def bench_submit(cfg):
+    rng = np.random.default_rng(0)
+    rounds = [rng.normal(size=(20, 2)).tolist() for _ in range(64)]
+    ids = [f"m{i:02d}" for i in range(20)]
+    agg = Aggregator(20, rng=0)
+
+    def one_round(k=[0]):  # noqa: B006 - a counter across calls
+        logits = rounds[k[0] % 64]
+        k[0] += 1
+        for model_id, row_ in zip(ids, logits, strict=True):
+            agg.submit(model_id, row_)
+
+    per_round = per_call(one_round, cfg["seconds"])
+    per_sub = per_round / 20
+    base = None
+    if HAVE_TORCH:
+        memory: dict = {}
+        d_rounds = rounds
+
+        def original_round(k=[0]):  # noqa: B006
+            logits = d_rounds[k[0] % 64]
+            k[0] += 1
+            for model_id, row_ in zip(ids, logits, strict=True):
+                memory[model_id] = row_
+                if len(memory) == 20:
+                    baseline.get_action(memory, False)
+                    memory.clear()
+
+        base = per_call(original_round, cfg["seconds"]) / 20
+    row(
+        "Aggregator.submit, 20x2, amortised incl. aggregation",
+        "us/submission",
+        base and base * 1e6,
+        per_sub * 1e6,
+        "<= 2 us",
+        per_sub <= 2e-6,
+    )
+
+
+# -- 4. footprint -------------------------------------------------------------------
+
+
+def _child_cost(module: str) -> tuple[float, float]:
+    """Wall seconds of ``python -c 'import module'`` and its peak RSS (MB).
+
+    The peak is the child's own VmHWM, read at its exit: ``ru_maxrss`` of a
+    child would include what it inherited from this (torch-laden) process
+    before ``exec``.
+    """
+    code = (
+        f"import {module}; print([l.split()[1] for l in open('/proc/self/status') "
+        f"if l.startswith('VmHWM')][0])"
+    )
+    t = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return time.perf_counter() - t, int(out.strip()) / 1024
+
+
+def bench_footprint(cfg):
+    runs = cfg["import_runs"]
+    ours = [_child_cost("ensemble_agg") for _ in range(runs)]
+    wall = statistics.median(w for w, _ in ours)
+    rss = statistics.median(r for _, r in ours)
+    base_wall = base_rss = None
+    if HAVE_TORCH:
+        theirs = [_child_cost("torch") for _ in range(runs)]
+        base_wall = statistics.median(w for w, _ in theirs)
+        base_rss = statistics.median(r for _, r in theirs)
+    heavy = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, ensemble_agg; print(sorted({m.split('.')[0] "
+            "for m in sys.modules} & {'swergio', 'scipy', 'argparse', 'torch', 'socket'}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    row(
+        "python -c 'import ensemble_agg', wall",
+        "s",
+        base_wall,
+        wall,
+        "<= 0.25 s",
+        wall <= 0.25,
+        note=f"also imported: {heavy}",
+    )
+    row(
+        "python -c 'import ensemble_agg', peak RSS",
+        "MB",
+        base_rss,
+        rss,
+        "<= 60 MB",
+        rss <= 60,
+    )
+
+
+# -- 5 and 6. swergio loops ------------------------------------------------------------
+
+STOCK_SERVER = (
+    "import sys; from swergio import Server; "
+    "Server('127.0.0.1', int(sys.argv[1]), 'utf-8', 10).start()"
+)
+TUNED_SERVER = (
+    "import sys; from ensemble_agg.swergio_shim import TunedServer; "
+    "TunedServer('127.0.0.1', int(sys.argv[1]), enable_logging=False).start()"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], port_to_wait: int | None = None):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if port_to_wait is not None:
+            _wait_port(port_to_wait)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RawDriver:
+    """20 models and an environment on plain TCP_NODELAY sockets: no stalls."""
+
+    def __init__(self, port: int):
+        self.models = self._peer(port, "models", ())
+        self.env = self._peer(port, "environment", ("action",))
+        self.buf = b""
+        rng = np.random.default_rng(0)
+        self.frames = [
+            b"".join(
+                encode_frame(
+                    {
+                        "ID": uuid.uuid4().hex,
+                        "TYPE": "DATA/CUSTOM",
+                        "TO_ROOM": "logits",
+                        "LOGITS": rng.normal(size=2).tolist(),
+                        "COMPONENT_ID": f"m{i:02d}",
+                        "DETERMINISTIC": False,
+                    },
+                    "utf-8",
+                    10,
+                )
+                for i in range(20)
+            )
+            for _ in range(16)
+        ]
+
+    @staticmethod
+    def _peer(port, name, rooms):
+        s = socket.create_connection((HOST, port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        msgs = [
+            {"ID": "r", "TYPE": "COMMAND/REGISTER", "NAME": name, "TO_ROOM": "_command"}
+        ]
+        msgs += [
+            {"ID": "j", "TYPE": "COMMAND/JOINROOM", "ROOM": r, "TO_ROOM": "_command"}
+            for r in ("_command", *rooms)
+        ]
+        s.sendall(b"".join(encode_frame(m, "utf-8", 10) for m in msgs))
+        return s
+
+    def round(self, k: int, timeout: float = 10.0) -> None:
+        self.models.sendall(self.frames[k % 16])
+        self.env.settimeout(timeout)
+        while True:
+            while len(self.buf) >= 10:
+                n = int(self.buf[:10])
+                if len(self.buf) < 10 + n:
+                    break
+                body, self.buf = self.buf[10 : 10 + n], self.buf[10 + n :]
+                if b'"ACTION"' in body:
+                    return
+            chunk = self.env.recv(1 << 16)
+            if not chunk:
+                raise RuntimeError("server closed")
+            self.buf += chunk
+
+    def close(self):
+        self.models.close()
+        self.env.close()
+
+
+def _measure_loop(agg_cmd: list[str], port: int, rounds: int, warmup: int) -> dict:
+    with _process([sys.executable, "-c", TUNED_SERVER, str(port)], port):
+        with _process(agg_cmd) as agg:
+            time.sleep(1.0 if "original" in " ".join(agg_cmd) else 0.5)
+            driver = RawDriver(port)
+            time.sleep(0.3)
+            for k in range(warmup):
+                driver.round(k)
+            cpu0, t0 = _cpu_seconds(agg.pid), time.perf_counter()
+            for k in range(rounds):
+                driver.round(k)
+            elapsed = time.perf_counter() - t0
+            cpu = _cpu_seconds(agg.pid) - cpu0
+            driver.close()
+    return {"cpu_per_round": cpu / rounds, "rounds_per_s": rounds / elapsed}
+
+
+def bench_loops(cfg):
+    port = _free_port()
+    ours = _measure_loop(
+        [
+            sys.executable,
+            "-m",
+            "ensemble_agg",
+            "--server",
+            HOST,
+            "--port",
+            str(port),
+            "--stats-interval",
+            "0",
+            "--log-level",
+            "WARNING",
+        ],
+        port,
+        cfg["loop_rounds"],
+        cfg["loop_warmup"],
+    )
+    base = None
+    if HAVE_TORCH:
+        port = _free_port()
+        base = _measure_loop(
+            [sys.executable, str(HERE / "original_03_aggregation.py"), HOST, str(port)],
+            port,
+            cfg["original_rounds"],
+            3,
+        )
+    row(
+        "agg-client CPU per round (20 models x 2 actions)",
+        "ms/round",
+        base and base["cpu_per_round"] * 1e3,
+        ours["cpu_per_round"] * 1e3,
+        "<= 1/5 of the original",
+        base is None or base["cpu_per_round"] >= 5 * ours["cpu_per_round"],
+    )
+    row(
+        "loop rounds/s, non-stalling peers, aggregator swapped",
+        "rounds/s",
+        base and base["rounds_per_s"],
+        ours["rounds_per_s"],
+        ">= 4x the original",
+        base is None or ours["rounds_per_s"] >= 4 * base["rounds_per_s"],
+        ratio=base and ours["rounds_per_s"] / base["rounds_per_s"],
+    )
+    bench_whole_loop(cfg)
+
+
+def _whole_loop(tuned: bool, rounds: int) -> float:
+    """rounds/s of server + 20 swergio model clients + environment + agg-client."""
+    from swergio import Client
+
+    from ensemble_agg.swergio_shim import tune_client
+
+    port = _free_port()
+    server = TUNED_SERVER if tuned else STOCK_SERVER
+    agg_cmd = [
+        sys.executable,
+        "-m",
+        "ensemble_agg",
+        "--server",
+        HOST,
+        "--port",
+        str(port),
+        "--stats-interval",
+        "0",
+        "--log-level",
+        "WARNING",
+    ]
+    with _process([sys.executable, "-c", server, str(port)], port), _process(agg_cmd):
+        time.sleep(0.5)
+        fix = tune_client if tuned else (lambda c: c)
+        models = [fix(Client(f"m{i:02d}", HOST, port)) for i in range(20)]
+        env = fix(Client("environment", HOST, port))
+        env.join_room("action")
+        env.client.settimeout(10)
+        time.sleep(0.3)
+        rng = np.random.default_rng(0)
+
+        def one_round():
+            for i, m in enumerate(models):
+                m.send(
+                    {
+                        "ID": uuid.uuid4().hex,
+                        "TYPE": "DATA/CUSTOM",
+                        "TO_ROOM": "logits",
+                        "LOGITS": rng.normal(size=2).tolist(),
+                        "COMPONENT_ID": f"m{i:02d}",
+                        "DETERMINISTIC": False,
+                    }
+                )
+            msg = env.receive()
+            while msg is not False and "ACTION" not in msg:
+                msg = env.receive()
+            if msg is False:
+                raise RuntimeError("no ACTION")
+
+        for _ in range(3):
+            one_round()
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            one_round()
+        rate = rounds / (time.perf_counter() - t0)
+        for c in (*models, env):
+            c.close()
+    return rate
+
+
+def bench_whole_loop(cfg):
+    stock = _whole_loop(False, cfg["stock_rounds"])
+    tuned = _whole_loop(True, cfg["loop_rounds"] // 2)
+    row(
+        "whole loop rounds/s: stock swergio vs tune_client + TunedServer",
+        "rounds/s",
+        stock,
+        tuned,
+        "faster",
+        tuned > stock,
+        ratio=tuned / stock,
+        note="both with agg-client; baseline column = stock components",
+    )
+
+
+# -- 7. scaling ----------------------------------------------------------------------
+
+
+def bench_scaling(cfg):
+    rng = np.random.default_rng(0)
+    curves: dict[str, list[tuple[int, int, float]]] = {
+        "n_models (2 actions)": [],
+        "n_actions (20 models)": [],
+    }
+    for n in cfg["scale_models"]:
+        x = rng.normal(size=(n, 2))
+        curves["n_models (2 actions)"].append(
+            (n, 2, per_call(lambda: aggregate(x, rng=1), cfg["seconds"] / 4))
+        )
+    for a in cfg["scale_actions"]:
+        x = rng.normal(size=(20, a))
+        curves["n_actions (20 models)"].append(
+            (20, a, per_call(lambda: aggregate(x, rng=1), cfg["seconds"] / 4))
+        )
+    slopes = {}
+    for name, pts in curves.items():
+        size = np.log([m * a for m, a, _ in pts])
+        t = np.log([s for _, _, s in pts])
+        upper = size >= np.median(size)
+        slopes[name] = float(np.polyfit(size[upper], t[upper], 1)[0])
+    worst = max(slopes.values())
+    row(
+        "scaling: log-log slope of time vs n_models*n_actions (upper half)",
+        "slope",
+        None,
+        worst,
+        "<= 1.1 (linear)",
+        worst <= 1.1,
+        note=", ".join(f"{k}: {v:.2f}" for k, v in slopes.items()),
+    )
+    return curves
+
+
+def plot(curves, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, pts in curves.items():
+        size = [m * a for m, a, _ in pts]
+        ax.loglog(size, [s * 1e6 for _, _, s in pts], "o-", label=name)
+    size = np.array(sorted({m * a for pts in curves.values() for m, a, _ in pts}))
+    ref = max(s for pts in curves.values() for *_, s in pts) * 1e6 * size / size.max()
+    ax.loglog(size, ref, "k--", lw=1, label="linear in n_models x n_actions")
+    ax.set_xlabel("n_models x n_actions")
+    ax.set_ylabel("time per step (us)")
+    ax.set_title("ensemble_agg.aggregate, one step, sampled (float64)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+CONFIGS = {
+    "full": dict(
+        seconds=1.0,
+        batch_repeats=7,
+        import_runs=7,
+        loop_rounds=3000,
+        loop_warmup=300,
+        original_rounds=100,
+        stock_rounds=60,
+        single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
+        batch_shapes=[(100_000, 20, 2), (10_000, 20, 18)],
+        scale_models=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+        scale_actions=[2, 5, 10, 20, 50, 100, 200, 500, 1000],
+    ),
+    "quick": dict(
+        seconds=0.4,
+        batch_repeats=3,
+        import_runs=3,
+        loop_rounds=1000,
+        loop_warmup=100,
+        original_rounds=40,
+        stock_rounds=30,
+        single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
+        batch_shapes=[(100_000, 20, 2), (10_000, 20, 18)],
+        scale_models=[1, 10, 100, 1000],
+        scale_actions=[2, 20, 200, 1000],
+    ),
+    "smoke": dict(
+        seconds=0.02,
+        batch_repeats=1,
+        import_runs=1,
+        loop_rounds=20,
+        loop_warmup=2,
+        original_rounds=3,
+        stock_rounds=3,
+        single_shapes=[(20, 2), (20, 18)],
+        batch_shapes=[(1000, 20, 2), (100, 20, 18)],
+        scale_models=[1, 10, 100],
+        scale_actions=[2, 20, 200],
+    ),
+}
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="fewer repeats and rounds")
+    mode.add_argument(
+        "--smoke", action="store_true", help="a few seconds; numbers mean little"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results", help="output folder"
+    )
+    args = parser.parse_args(argv)
+    cfg = CONFIGS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not HAVE_TORCH:
+        print(
+            "torch is not installed: baseline columns stay empty "
+            "(pip install torch==2.13.0)",
+            file=sys.stderr,
+        )
+    started = time.perf_counter()
+    bench_single(cfg)
+    bench_batched(cfg)
+    bench_submit(cfg)
+    bench_footprint(cfg)
+    bench_loops(cfg)
+    curves = bench_scaling(cfg)
+    png = args.out / "scaling.png"
+    plotted = plot(curves, png)
+
+    widths = (62, 14, 12, 12, 8, 26, 4)
+    head = ("figure", "unit", "baseline", "ours", "ratio", "target", "met")
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    for r in ROWS:
+        cells = (
+            r["name"],
+            r["unit"],
+            fmt(r["baseline"]),
+            fmt(r["ours"]),
+            fmt(r["ratio"]) + ("x" if r["ratio"] else ""),
+            r["target"],
+            "yes" if r["met"] else "NO",
+        )
+        print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)))
+        if r["note"]:
+            print(" " * 4 + r["note"])
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
+        "machine": f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__ if HAVE_TORCH else None,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "rows": ROWS,
+                "scaling": {k: [list(p) for p in v] for k, v in curves.items()},
+            },
+            indent=2,
+        )
+    )
+    print(
+        f"\n{meta['machine']}; {meta['date']}; {meta['seconds']} s; results in {args.out}"
+        + (f"; plot {png.name}" if plotted else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
