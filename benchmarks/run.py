@@ -320,6 +320,11 @@ def _process(cmd: list[str], port_to_wait: int | None = None):
             proc.wait(10)
 
 
+def _agg_client(port: int) -> list[str]:
+    return [sys.executable, "-m", "ensemble_agg", "--server", HOST, "--port", str(port),
+            "--stats-interval", "0", "--log-level", "WARNING"]  # fmt: skip
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -407,19 +412,7 @@ def _measure_loop(agg_cmd: list[str], port: int, rounds: int, warmup: int) -> di
 def bench_loops(cfg):
     port = _free_port()
     ours = _measure_loop(
-        [
-            sys.executable,
-            "-m",
-            "ensemble_agg",
-            "--server",
-            HOST,
-            "--port",
-            str(port),
-            "--stats-interval",
-            "0",
-            "--log-level",
-            "WARNING",
-        ],
+        _agg_client(port),
         port,
         cfg["loop_rounds"],
         cfg["loop_warmup"],
@@ -461,19 +454,7 @@ def _whole_loop(tuned: bool, rounds: int) -> float:
 
     port = _free_port()
     server = TUNED_SERVER if tuned else STOCK_SERVER
-    agg_cmd = [
-        sys.executable,
-        "-m",
-        "ensemble_agg",
-        "--server",
-        HOST,
-        "--port",
-        str(port),
-        "--stats-interval",
-        "0",
-        "--log-level",
-        "WARNING",
-    ]
+    agg_cmd = _agg_client(port)
     with _process([sys.executable, "-c", server, str(port)], port), _process(agg_cmd):
         time.sleep(0.5)
         fix = tune_client if tuned else (lambda c: c)
