@@ -164,18 +164,16 @@ def _members(x: FloatArray, w: FloatArray | None, keep_shifted: bool) -> _Member
         # with log p = shifted - log_norm, whose rounding grows with the
         # shift, so it always shifts per model.
         hi = x.max()
-        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, 1e308 - -1e308
-            if hi - x.min() < _GLOBAL_SHIFT_RANGE[x.dtype]:
-                shift = hi
-    with np.errstate(invalid="ignore", over="ignore"):
-        if shift is None:
-            shift = x.max(axis=-1, keepdims=True)
-        shifted = x - shift
-        e = np.exp(shifted) if keep_shifted else np.exp(shifted, out=shifted)
-        norm = e @ np.ones(x.shape[-1], dtype=x.dtype)
-        coef = 1.0 / norm if w is None else w / norm
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_norm = np.log(norm) if keep_shifted else norm
+        # inf - inf, 1e308 - -1e308
+        if hi - x.min() < _GLOBAL_SHIFT_RANGE[x.dtype]:
+            shift = hi
+    if shift is None:
+        shift = x.max(axis=-1, keepdims=True)
+    shifted = x - shift
+    e = np.exp(shifted) if keep_shifted else np.exp(shifted, out=shifted)
+    norm = e @ np.ones(x.shape[-1], dtype=x.dtype)
+    coef = 1.0 / norm if w is None else w / norm
+    log_norm = np.log(norm) if keep_shifted else norm
     return _Members(e, coef, shifted if keep_shifted else None, log_norm)
 
 
@@ -189,9 +187,8 @@ def _scores_to_probs(
     """
     if support is not None:
         score = np.where(support, score, -np.inf)
-    with np.errstate(invalid="ignore", over="ignore"):
-        e = np.exp((score - score.max(axis=-1, keepdims=True)) / t)
-        return e / e.sum(axis=-1, keepdims=True)
+    e = np.exp((score - score.max(axis=-1, keepdims=True)) / t)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _ensemble(
@@ -215,11 +212,10 @@ def _ensemble(
         return members, qsum, s / s.sum(axis=-1, keepdims=True)
     if rule == "product":
         assert members.shifted is not None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            logp = members.shifted - members.log_norm[..., None]
-            if w is not None:
-                # A weight-0 model must not veto: 0 * -inf would be NaN.
-                logp = np.where(w[:, None] > 0, logp * w[:, None], 0.0)
+        logp = members.shifted - members.log_norm[..., None]
+        if w is not None:
+            # A weight-0 model must not veto: 0 * -inf would be NaN.
+            logp = np.where(w[:, None] > 0, logp * w[:, None], 0.0)
         return members, qsum, _scores_to_probs(logp.sum(axis=-2), None, t)
     n_actions = x.shape[-1]
     if rule == "majority":
@@ -276,14 +272,27 @@ def _aggregate_checked(
     :func:`_aggregate_general`.  Raises ``ValueError`` if the data turn out
     invalid; ``ids`` names the models in error messages.
     """
-    if rule == "sum" and t == 1.0 and x.shape[-1] == 2:
-        gen = None if deterministic else _rng(rng)
-        fast = sum_two_actions_batched(x, w, deterministic, gen)
-        if fast is not None:
-            a, contribution, probs = fast
-            return Aggregation(int(a) if x.ndim == 2 else a, contribution, probs)
-        rng = gen  # nothing was drawn from it
-    return _aggregate_general(x, w, rule, t, deterministic, rng, ids)
+    # One errstate for the whole computation (entering one costs more than a
+    # small step's arithmetic): overflow to inf and NaN are expected on the
+    # way (exp of large differences, -inf - -inf for a dead model) and are
+    # either the right limit or caught by the NaN checks on the result.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if rule == "sum" and t == 1.0 and x.shape[-1] == 2:
+            gen = None if deterministic else _rng(rng)
+            if x.ndim == 2 and x.dtype == np.float64 and w is None:
+                # One step: Python floats beat NumPy calls on a small array.
+                rows = sum_two_actions_rows(x.tolist(), deterministic, gen)
+                if rows is not None:
+                    return tuple.__new__(Aggregation, rows)
+            else:
+                fast = sum_two_actions_batched(x, w, deterministic, gen)
+                if fast is not None:
+                    a, contribution, probs = fast
+                    return Aggregation(
+                        int(a) if x.ndim == 2 else a, contribution, probs
+                    )
+            rng = gen  # nothing was drawn from it
+        return _aggregate_general(x, w, rule, t, deterministic, rng, ids)
 
 
 def _aggregate_general(
@@ -296,6 +305,9 @@ def _aggregate_general(
     ids: list[Hashable] | None = None,
 ) -> Aggregation:
     """Every rule, any shape: the reference the fast paths are tested against.
+
+    Call it inside ``np.errstate(invalid="ignore", over="ignore",
+    divide="ignore")``, as :func:`_aggregate_checked` does.
 
     Raises ``ValueError`` if the data turn out invalid (NaN, ``+inf``, a
     model with every action forbidden, or an ensemble with an empty support).
@@ -334,8 +346,7 @@ def _contribution(
     qa = np.take_along_axis(m.e, a_idx[..., None], axis=-1)[..., 0] * m.coef
     den = np.take_along_axis(qsum, a_idx, axis=-1)
     low = den[..., 0] < tiny
-    with np.errstate(invalid="ignore", divide="ignore"):
-        contribution = qa / den
+    contribution = qa / den
     if low.any():
         xa = np.take_along_axis(x, a_idx[..., None], axis=-1)[..., 0]
         contribution[low] = _log_contribution(xa[low], x[low], w)
@@ -347,11 +358,10 @@ def _log_contribution(
 ) -> FloatArray:
     """``softmax`` over models of ``log w_i + log p_i(a)``; ``xa`` = logits of ``a``."""
     m = x.max(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logp = xa - m - np.log(np.exp(x - m[..., None]).sum(axis=-1))
-        if w is not None:
-            logp = logp + np.log(w)
-        e = np.exp(logp - logp.max(axis=-1, keepdims=True))
+    logp = xa - m - np.log(np.exp(x - m[..., None]).sum(axis=-1))
+    if w is not None:
+        logp = logp + np.log(w)
+    e = np.exp(logp - logp.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 

@@ -102,17 +102,17 @@ def sum_two_actions_batched(
     check = x.sum()
     if not check < np.inf:  # NaN or +inf somewhere (or a sum that overflowed)
         return None
-    with np.errstate(invalid="ignore", over="ignore"):
-        # Both actions at -inf make d NaN (caught below); an overflowing
-        # difference gives +-inf, whose probabilities 0 and 1 are the limit.
-        d = x[..., 1] - x[..., 0]
-        p1 = np.negative(d)
-        np.exp(p1, out=p1)
-        p1 += 1.0
-        np.reciprocal(p1, out=p1)
-        p0 = np.exp(d, out=d)
-        p0 += 1.0
-        np.reciprocal(p0, out=p0)
+    # Both actions at -inf make d NaN (caught below); an overflowing
+    # difference gives +-inf, whose probabilities 0 and 1 are the limit.  The
+    # caller has silenced NumPy's warnings for these.
+    d = x[..., 1] - x[..., 0]
+    p1 = np.negative(d)
+    np.exp(p1, out=p1)
+    p1 += 1.0
+    np.reciprocal(p1, out=p1)
+    p0 = np.exp(d, out=d)
+    p0 += 1.0
+    np.reciprocal(p0, out=p0)
     if w is None:
         w = np.ones(x.shape[-2], dtype=x.dtype)
     else:

@@ -8,8 +8,22 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ensemble_agg import aggregate
-from ensemble_agg._math import _aggregate_general
-from ensemble_agg._two_actions import sum_two_actions_batched, sum_two_actions_rows
+from ensemble_agg._math import _aggregate_general as _general_unguarded
+from ensemble_agg._two_actions import sum_two_actions_batched as _batched_unguarded
+from ensemble_agg._two_actions import sum_two_actions_rows
+
+
+# The private paths expect their caller (aggregate) to have silenced NumPy's
+# expected overflow and NaN warnings; call them the same way here.
+def _aggregate_general(*args):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _general_unguarded(*args)
+
+
+def sum_two_actions_batched(*args):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _batched_unguarded(*args)
+
 
 logit = st.one_of(
     st.floats(-1e4, 1e4, allow_nan=False),
