@@ -55,8 +55,7 @@ try:
     environment = start("environment.py", ROUNDS)
     code = environment.wait(timeout=300) or evolution.wait(timeout=60)
 finally:
-    for p in procs:
+    for p in reversed(procs):  # the server last, so nobody sees it vanish
         p.terminate()
-    for p in procs:
         p.wait(timeout=10)
 sys.exit(code)
