@@ -33,6 +33,7 @@ from ._validation import (
     check_rule,
     check_temperature,
     diagnose_logits,
+    preview,
 )
 
 __all__ = ["Aggregator", "UnknownModelError"]
@@ -355,7 +356,7 @@ class Aggregator:
             except TypeError:
                 raise TypeError(
                     f"logits of model {model_id!r} must be a flat sequence of "
-                    f"numbers; got {_preview(logits)}"
+                    f"numbers; got {preview(logits)}"
                 ) from None
             if isinstance(total, complex):
                 raise TypeError(f"logits of model {model_id!r} must be real numbers")
@@ -423,8 +424,3 @@ class Aggregator:
         self._round.clear()
         self.rounds += 1
         return Aggregation(result.action, shares, result.probs)
-
-
-def _preview(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

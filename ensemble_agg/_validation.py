@@ -29,6 +29,7 @@ __all__ = [
     "check_weights",
     "describe_model",
     "diagnose_logits",
+    "preview",
 ]
 
 #: The ensemble rules, in the order the documentation lists them.
@@ -51,6 +52,12 @@ def _asarray(obj: object) -> np.ndarray:
             return np.asarray(obj)
         except ragged as exc:
             raise ValueError(str(exc)) from None
+
+
+def preview(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe_model(index: int, ids: list[Hashable] | None = None) -> str:

@@ -17,6 +17,8 @@ import math
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from ._validation import preview
+
 __all__ = [
     "BadMessage",
     "Frame",
@@ -242,7 +244,7 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
     model_id = message["COMPONENT_ID"]
     if type(model_id) is not str:
         raise BadMessage(
-            f"COMPONENT_ID is {type(model_id).__name__} {_short(model_id)}; "
+            f"COMPONENT_ID is {type(model_id).__name__} {preview(model_id)}; "
             f"expected a string"
         )
     if not model_id or len(model_id) > MAX_ID_LENGTH:
@@ -254,7 +256,7 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
     logits = message["LOGITS"]
     if type(logits) is not list:
         raise BadMessage(
-            f"LOGITS of {model_id!r} is {type(logits).__name__} {_short(logits)}; "
+            f"LOGITS of {model_id!r} is {type(logits).__name__} {preview(logits)}; "
             f"expected a list of numbers"
         )
     n = len(logits)
@@ -275,7 +277,7 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
                 )
         elif kind is not int:
             raise BadMessage(
-                f"LOGITS[{i}] of {model_id!r} is {_short(value)}; expected a number"
+                f"LOGITS[{i}] of {model_id!r} is {preview(value)}; expected a number"
             )
     det = message.get("DETERMINISTIC", False)
     if type(det) is not bool:
@@ -283,7 +285,7 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
             det = False
         else:
             raise BadMessage(
-                f"DETERMINISTIC of {model_id!r} is {_short(det)}; expected true or false"
+                f"DETERMINISTIC of {model_id!r} is {preview(det)}; expected true or false"
             )
     return Submission(model_id, logits, det)
 
@@ -298,11 +300,6 @@ def parse_command(message: dict[str, Any]) -> str | None:
     cmd = message["CMD"]
     if type(cmd) is not str:
         raise BadMessage(
-            f"CMD is {type(cmd).__name__} {_short(cmd)}; expected a string"
+            f"CMD is {type(cmd).__name__} {preview(cmd)}; expected a string"
         )
     return cmd
-
-
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

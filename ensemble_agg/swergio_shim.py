@@ -156,7 +156,7 @@ class TunedClient(Client):
         """Open a ``TCP_NODELAY`` connection to the server."""
         sock = socket.create_connection((server, port), timeout=self.connect_timeout)
         _nodelay(sock)
-        # Blocking reads wait in select(); the timeout bounds a stuck sendall.
+        # poll() sets its own timeout for each read; this one bounds a stuck sendall.
         sock.settimeout(SEND_TIMEOUT)
         self._decoder = FrameDecoder(self.format, self.header_length, self.max_body)
         self._frames.clear()
