@@ -34,7 +34,7 @@ from typing import Any
 from swergio import MESSAGE_TYPE, Trigger
 
 from ._aggregator import Aggregator, UnknownModelError
-from ._state_file import load_tally, save_tally
+from ._state_file import StateFileError, load_tally, save_tally
 from ._wire import BadMessage, Frame, parse_command, parse_submission, sender_of
 from .swergio_shim import ConnectionLost, TunedClient
 
@@ -95,7 +95,8 @@ class Counters:
     dropped: int = 0
     reconnects: int = 0
     gets: int = 0
-    started: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=time.monotonic)  # of the last stats line
+    rounds_then: int = 0  # rounds at the last stats line
 
 
 class AggregatorComponent:
@@ -130,17 +131,19 @@ class AggregatorComponent:
             model_ids=settings.model_ids,
             max_ids=settings.id_cap(),
         )
-        self.counters = Counters(started=clock())
+        self.counters = Counters(since=clock())
         self.client: TunedClient | None = None
         self._outbox: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=OUTBOX_LIMIT
         )
         self._cap_warned = False
+        self._state_error = False
         self._rooms = {settings.logits_room, settings.evolution_room}
         self._handlers: dict[str, list[Any]] = {}
         if settings.state_file is not None:
             self.aggregator.add_contributions(load_tally(settings.state_file))
-            self._save_state()  # fail now, not at the first round, if unwritable
+            # Fail now, at start, if the file cannot be written.
+            save_tally(settings.state_file, self._tally_for_disk())
 
     # -- the loop ------------------------------------------------------------
 
@@ -148,8 +151,8 @@ class AggregatorComponent:
         """Connect, serve until :attr:`stop` is set, then disconnect.
 
         Raises :class:`ServerUnreachable` if the first connection fails for
-        longer than ``connect_timeout``, and ``StateFileError`` if the state
-        file cannot be written.
+        longer than ``connect_timeout``.  State file write failures while
+        running are logged, not raised.
         """
         s = self.settings
         if not self._connect(first=True):
@@ -248,6 +251,8 @@ class AggregatorComponent:
             s.format,
             s.header_length,
             max_body=s.max_frame_bytes,
+            # Short, so a stop request is honoured quickly even mid-handshake.
+            connect_timeout=2.0,
         )
         custom = MESSAGE_TYPE.DATA.CUSTOM
         client.add_eventHandler(
@@ -407,20 +412,38 @@ class AggregatorComponent:
         self._save_state()
 
     def _save_state(self) -> None:
-        if self.settings.state_file is not None:
+        """Write the tally to the state file, if any; log (not raise) a failure.
+
+        A full disk or a vanished directory must not stop the aggregation;
+        the error is logged once, and again only after a write succeeded.
+        """
+        if self.settings.state_file is None:
+            return
+        try:
             save_tally(self.settings.state_file, self._tally_for_disk())
+        except StateFileError as exc:
+            if not self._state_error:
+                logger.error("%s; the tally is kept in memory, writes are retried", exc)
+            self._state_error = True
+        else:
+            if self._state_error:
+                logger.info("state file %s written again", self.settings.state_file)
+            self._state_error = False
 
     def _tally_for_disk(self) -> dict[str, float]:
         return {str(k): v for k, v in self.aggregator.contributions.items()}
 
     def log_stats(self) -> None:
-        """Log the one-line counters summary (INFO)."""
+        """Log the one-line counters summary (INFO); the rate is since the last line."""
         c = self.counters
-        elapsed = max(self.clock() - c.started, 1e-9)
+        now = self.clock()
+        elapsed = max(now - c.since, 1e-9)
+        rate = (c.rounds - c.rounds_then) / elapsed
+        c.since, c.rounds_then = now, c.rounds
         logger.info(
             "stats: rounds=%d (%.1f/s) early_closed=%d dropped=%d reconnects=%d gets=%d",
             c.rounds,
-            c.rounds / elapsed,
+            rate,
             c.early,
             c.dropped,
             c.reconnects,

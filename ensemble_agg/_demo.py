@@ -114,13 +114,36 @@ def _run_models(
             client.close()
 
 
-def _await(client: TunedClient, room: str, key: str, timeout: float) -> dict[str, Any]:
+def _request(
+    client: TunedClient,
+    message: dict[str, Any],
+    room: str,
+    key: str,
+    timeout: float,
+    *,
+    match_root: bool = False,
+) -> dict[str, Any]:
+    """Send ``message`` and return the first reply in ``room`` that has ``key``.
+
+    The message is sent again every second without a reply: swergio joins
+    take effect asynchronously, so the very first messages can miss a room.
+    (A repeated submission just replaces the model's first one.)  With
+    ``match_root``, only a reply carrying this message's ``ROOT_ID`` counts,
+    which swergio copies into replies: a late answer to an earlier send is
+    not mistaken for this one.
+    """
+    if match_root:
+        message = {**message, "ROOT_ID": message["ID"]}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for frame in client.poll(0.05):
-            msg = frame.message
-            if msg and msg.get("TO_ROOM") == room and key in msg:
-                return msg
+        client.send(message)
+        resend_at = time.monotonic() + 1.0
+        while time.monotonic() < min(resend_at, deadline):
+            for frame in client.poll(0.05):
+                msg = frame.message
+                if msg and msg.get("TO_ROOM") == room and key in msg:
+                    if not match_root or msg.get("ROOT_ID") == message["ROOT_ID"]:
+                        return msg
     raise TimeoutError(f"no {key} in room {room!r} within {timeout} s")
 
 
@@ -175,8 +198,10 @@ def run_demo(
     started = time.perf_counter()
     try:
         while done_rounds < rounds and time.perf_counter() - started < TIME_BUDGET:
-            env.send(_msg("observation", OBS=obs))
-            action = _await(env, "action", "ACTION", 5.0)["ACTION"][0]
+            reply = _request(
+                env, _msg("observation", OBS=obs), "action", "ACTION", 10.0
+            )
+            action = reply["ACTION"][0]
             actions[action] += 1
             done_rounds += 1
             obs, done = cart.step(action)
@@ -184,8 +209,10 @@ def run_demo(
                 episodes.append(cart.steps)
                 obs = cart.reset()
             if done_rounds % GET_EVERY == 0 or done_rounds == rounds:
-                evolution.send(_msg("evolution", CMD="GET"))
-                reply = _await(evolution, "evolution", "CONTRIBUTION", 5.0)
+                get = _msg("evolution", CMD="GET")
+                reply = _request(
+                    evolution, get, "evolution", "CONTRIBUTION", 10.0, match_root=True
+                )
                 for k, v in reply["CONTRIBUTION"].items():
                     totals[k] = totals.get(k, 0.0) + v
                 evolution.send(_msg("evolution", CMD="SET", WEIGHTS={}))

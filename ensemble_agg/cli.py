@@ -5,7 +5,7 @@ environment variable), sets up logging, installs SIGINT/SIGTERM handlers that
 only set a stop flag, and runs :class:`~ensemble_agg._component.AggregatorComponent`.
 Exit status: 0 after a clean stop or a signal, 1 if the server cannot be
 reached within ``--connect-timeout``, 2 for a usage error, 3 for a state file
-that cannot be read or written.
+that cannot be read or written at start.
 """
 
 from __future__ import annotations
@@ -348,7 +348,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServerUnreachable as exc:
         print(f"agg-client: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    except StateFileError as exc:
-        print(f"agg-client: {exc}", file=sys.stderr)
-        return EXIT_STATE_FILE
     return EXIT_OK

@@ -27,12 +27,13 @@ Examples
 >>> a = TunedClient("a", host, port)
 >>> b = TunedClient("b", host, port)
 >>> b.join_room("chat")
->>> time.sleep(0.2)  # the server handles each client on its own thread
->>> a.send({"ID": "1", "TYPE": "DATA/CUSTOM", "TO_ROOM": "chat", "TEXT": "hi"})
 >>> deadline = time.monotonic() + 5
 >>> chat = []
 >>> while not chat and time.monotonic() < deadline:
-...     frames = b.poll(0.1)  # skips the REGISTER/JOINROOM traffic below
+...     # Joins take effect asynchronously (one server thread per client):
+...     # send again until b receives it.
+...     a.send({"ID": "1", "TYPE": "DATA/CUSTOM", "TO_ROOM": "chat", "TEXT": "hi"})
+...     frames = b.poll(0.2)  # also returns the REGISTER/JOINROOM traffic
 ...     chat = [f.message for f in frames if f.message.get("TO_ROOM") == "chat"]
 >>> chat[0]["TEXT"], chat[0]["SENT_BY"]
 ('hi', 'a')

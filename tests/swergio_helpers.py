@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +27,8 @@ STOCK_SERVER = (
     "Server('127.0.0.1', int(sys.argv[1]), 'utf-8', 10).start()"
 )
 TUNED_SERVER = (
-    "import sys, time; from ensemble_agg.swergio_shim import TunedServer; "
+    "import sys, logging; from ensemble_agg.swergio_shim import TunedServer; "
+    "logging.basicConfig(level=logging.WARNING); "
     "s = TunedServer('127.0.0.1', int(sys.argv[1]), enable_logging=False); "
     "s.start()"
 )
@@ -64,14 +66,17 @@ class ServerProcess:
         self.port = port or free_port()
         self.tuned = tuned
         self.proc: subprocess.Popen | None = None
+        self.log = None
 
     def start(self) -> ServerProcess:
         code = TUNED_SERVER if self.tuned else STOCK_SERVER
         # The stock server prints a line per message: to /dev/null, never a pipe.
+        # The tuned server logs problems to stderr; keep them for a failing test.
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".server.log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [sys.executable, "-u", "-c", code, str(self.port)],
+            stdout=self.log,  # a file, never a pipe: the stock server prints a lot
+            stderr=subprocess.STDOUT,
         )
         wait_for(lambda: _connectable(self.port), 10, f"server on port {self.port}")
         return self
@@ -80,6 +85,14 @@ class ServerProcess:
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        if self.log is not None:
+            self.log.seek(0)
+            text = self.log.read()
+            if text:  # shown by pytest only when the test failed
+                print(f"--- server log ---\n{text[-6000:]}")
+            self.log.close()
+            os.unlink(self.log.name)
+            self.log = None
 
 
 class AggProcess:
@@ -127,9 +140,14 @@ class AggProcess:
         os.kill(self.proc.pid, sig)
 
     def stop(self) -> None:
+        """SIGTERM (so the log ends with the final stats line), then SIGKILL."""
         if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
         self._log.close()
 
 
@@ -147,11 +165,20 @@ def data(room: str, **fields) -> dict:
 
 
 class RawPeer:
-    """A hand-made swergio peer on a plain socket, for frames swergio won't send."""
+    """A hand-made swergio peer on a plain socket, for frames swergio won't send.
+
+    The constructor returns once the server routes messages of every room in
+    ``rooms`` to this peer: swergio acknowledges nothing, the server handles
+    each client on its own thread, and a join has been seen to take effect
+    only after other clients' later messages were routed.  So a second
+    connection sends a probe into each room until this peer receives it.
+    """
 
     def __init__(self, port: int, name: str, rooms: tuple[str, ...] = ()) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buf = b""
+        self._prober: socket.socket | None = None
         self.send(
             {
                 "ID": uuid.uuid4().hex,
@@ -169,7 +196,47 @@ class RawPeer:
                     "TO_ROOM": "_command",
                 }
             )
-        self._buf = b""
+        if rooms:
+            self._await_membership(port, rooms)
+        else:
+            time.sleep(JOIN_SETTLE)  # let the REGISTER be processed
+
+    def _await_membership(self, port: int, rooms: tuple[str, ...]) -> None:
+        prober = socket.create_connection((HOST, port), timeout=10)
+        prober.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        prober.sendall(
+            frame(
+                {
+                    "ID": "p",
+                    "TYPE": "COMMAND/REGISTER",
+                    "NAME": "probe",
+                    "TO_ROOM": "_command",
+                }
+            )
+        )
+        try:
+            for room in rooms:
+                token = uuid.uuid4().hex
+                deadline = time.monotonic() + 10
+                while True:
+                    prober.sendall(frame(data(room, PROBE=token)))
+                    try:
+                        self.read_until(
+                            lambda m, t=token: m.get("PROBE") == t,
+                            timeout=0.2,
+                            keep_others=True,
+                        )
+                        break
+                    except AssertionError:
+                        if time.monotonic() > deadline:
+                            raise AssertionError(
+                                f"never joined room {room!r}"
+                            ) from None
+        finally:
+            # Not closed until this peer closes: the stock server drops the
+            # *sender* of any message it fails to deliver, so a client that
+            # leaves while others broadcast costs them their connection.
+            self._prober = prober
 
     def send(self, message: dict) -> None:
         self.sock.sendall(frame(message))
@@ -177,32 +244,47 @@ class RawPeer:
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def read_until(self, predicate, timeout: float = 10.0) -> dict:
-        """Read messages until ``predicate(msg)`` holds; return that message."""
+    def read_until(
+        self, predicate, timeout: float = 10.0, keep_others: bool = False
+    ) -> dict:
+        """Read messages until ``predicate(msg)`` holds; return that message.
+
+        Messages before it are dropped, or with ``keep_others`` kept for the
+        next call.
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            while len(self._buf) >= 10:
-                n = int(self._buf[:10])
-                if len(self._buf) < 10 + n:
-                    break
-                body, self._buf = self._buf[10 : 10 + n], self._buf[10 + n :]
-                with contextlib.suppress(ValueError):
-                    msg = json.loads(body)
+        kept = b""
+        try:
+            while time.monotonic() < deadline:
+                while len(self._buf) >= 10:
+                    n = int(self._buf[:10])
+                    if len(self._buf) < 10 + n:
+                        break
+                    raw, self._buf = self._buf[: 10 + n], self._buf[10 + n :]
+                    msg = None
+                    with contextlib.suppress(ValueError):
+                        msg = json.loads(raw[10:])
                     if isinstance(msg, dict) and predicate(msg):
                         return msg
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except TimeoutError:
-                break
-            if not chunk:
-                raise AssertionError("server closed the connection")
-            self._buf += chunk
-        raise AssertionError(f"no matching message within {timeout} s")
+                    if keep_others:
+                        kept += raw
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    chunk = self.sock.recv(1 << 16)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    raise AssertionError("server closed the connection")
+                self._buf += chunk
+            raise AssertionError(f"no matching message within {timeout} s")
+        finally:
+            self._buf = kept + self._buf
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        for sock in (self.sock, self._prober):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
 
 
 def stock_client(port: int, name: str) -> Client:

@@ -8,6 +8,7 @@ import json
 import math
 import signal
 import time
+import uuid
 
 import pytest
 
@@ -35,20 +36,41 @@ def server():
 @pytest.fixture
 def agg(tmp_path):
     started: list[AggProcess] = []
+    probes: list[RawPeer] = []
 
     def start(port: int, *args: str, env: dict | None = None, wait: bool = True):
         p = AggProcess(port, tmp_path, "--stats-interval", "0", *args, env=env)
         started.append(p)
         if wait:
             p.wait_log("connected to")
-            time.sleep(0.2)  # let the server process its JOINROOMs
+            probes.append(_await_logits_membership(port, p))
         return p
 
     yield start
+    for probe in probes:
+        probe.close()
     for p in started:
         p.stop()
         # shown by pytest only when the test failed
         print(f"--- agg-client log {p.log_path.name} ---\n{p.log[-5000:]}")
+
+
+def _await_logits_membership(port: int, proc: AggProcess) -> RawPeer:
+    """Return once the server routes the logits room to agg-client.
+
+    A join can take effect late (see RawPeer), so an empty LOGITS from a
+    probe id is sent until agg-client logs dropping it.  The probe peer is
+    returned, to be closed when the test ends (see RawPeer on why not now).
+    """
+    probe = RawPeer(port, "probe")
+    probe_id = f"probe-{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + 10
+    while repr(probe_id) not in proc.log:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"agg-client never joined logits:\n{proc.log}")
+        probe.send(logits_msg(probe_id, []))
+        time.sleep(0.1)
+    return probe
 
 
 def logits_msg(model: str, logits, deterministic: bool = False) -> dict:
@@ -221,7 +243,7 @@ def test_server_restart_keeps_open_round_and_tally(server, agg):
     time.sleep(0.5)
     server.start()  # same port
     proc.wait_log("reconnected", timeout=15)
-    time.sleep(0.3)
+    probe = _await_logits_membership(server.port, proc)
     peer = RawPeer(server.port, "models")
     env = RawPeer(server.port, "environment", rooms=("action",))
     evo = RawPeer(server.port, "evolution", rooms=("evolution",))
@@ -234,6 +256,7 @@ def test_server_restart_keeps_open_round_and_tally(server, agg):
     assert sorted(tally) == MODELS
     assert math.isclose(sum(tally.values()), 2.0, rel_tol=1e-9)
     assert "reconnection attempt" in proc.log  # each failed attempt is logged
+    probe.close()
 
 
 def test_kill_9_and_restart_with_state_file(server, agg, tmp_path):
@@ -403,4 +426,23 @@ def test_soak_rss_stays_flat(tuned_server, agg):
         f"at the end {rss_end / 1024:.1f} MB (growth {growth_mb:+.2f} MB)"
     )
     assert growth_mb < 3.0
+    assert proc.proc.poll() is None
+
+
+def test_stats_line_and_state_file_failure_while_running(server, agg, tmp_path):
+    folder = tmp_path / "state"
+    folder.mkdir()
+    proc = agg(
+        server.port, "--stats-interval", "0.3", "--state-file", str(folder / "t.json")
+    )
+    peer = RawPeer(server.port, "models")
+    env = RawPeer(server.port, "environment", rooms=("action",))
+    (folder / "t.json").unlink()
+    folder.rmdir()  # every later write fails
+    for r in range(2):
+        for i, model in enumerate(MODELS):
+            peer.send(logits_msg(model, round_logits(r, i)))
+        env.read_until(lambda m: "ACTION" in m)
+    log = proc.wait_log("stats: rounds=2")
+    assert log.count("ERROR") == 1 and "cannot write state file" in log
     assert proc.proc.poll() is None

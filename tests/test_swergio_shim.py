@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -33,6 +34,16 @@ def stock():
     s.kill()
 
 
+def _deliver(sender, receiver: TunedClient, room: str, **fields) -> dict:
+    """Send into ``room`` until ``receiver`` gets it (a join may take effect late)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        sender.send(data(room, **fields))
+        with contextlib.suppress(AssertionError):
+            return _next_in(receiver, room, timeout=0.3)
+    raise AssertionError(f"nothing delivered in {room!r}")
+
+
 def _next_in(client: TunedClient, room: str, timeout: float = 5.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -45,17 +56,17 @@ def _next_in(client: TunedClient, room: str, timeout: float = 5.0) -> dict:
 def test_tuned_client_talks_to_stock_server_and_stock_client(stock):
     tuned_c = TunedClient("tuned", "127.0.0.1", stock.port)
     plain = Client("plain", "127.0.0.1", stock.port)
-    plain.client.settimeout(5)
+    plain.client.settimeout(0.3)  # receive() gives False on a timeout
     plain.join_room("r")
     tuned_c.join_room("r")
-    time.sleep(0.2)
-    tuned_c.send(data("r", X=1))
-    msg = plain.receive()
-    while msg is not False and msg.get("TO_ROOM") != "r":
+    deadline, msg = time.monotonic() + 10, False
+    while not msg and time.monotonic() < deadline:
+        tuned_c.send(data("r", X=1))  # again until the joins have taken effect
         msg = plain.receive()
-    assert msg["X"] == 1 and msg["SENT_BY"] == "tuned"
-    plain.send(data("r", Y=2))
-    assert _next_in(tuned_c, "r")["Y"] == 2
+        while msg is not False and msg.get("TO_ROOM") != "r":
+            msg = plain.receive()
+    assert msg and msg["X"] == 1 and msg["SENT_BY"] == "tuned"
+    assert _deliver(plain, tuned_c, "r", Y=2)["Y"] == 2
     tuned_c.close()
     plain.close()
 
@@ -112,9 +123,7 @@ def test_reconnect_rejoins_rooms(tuned):
     c.reconnect()
     assert c.rooms == {"_command", "r1", "r2"}
     other = TunedClient("y", *tuned.address)
-    time.sleep(0.1)
-    other.send(data("r2", Z=3))
-    assert _next_in(c, "r2")["Z"] == 3
+    assert _deliver(other, c, "r2", Z=3)["Z"] == 3
     c.close()
     other.close()
 
@@ -123,9 +132,7 @@ def test_tuned_server_routes_like_swergio(tuned):
     a = TunedClient("a", *tuned.address)
     b = TunedClient("b", *tuned.address)
     b.join_room("room")
-    time.sleep(0.1)
-    a.send(data("room", V=1))
-    assert _next_in(b, "room")["SENT_BY"] == "a"
+    assert _deliver(a, b, "room", V=1)["SENT_BY"] == "a"
     a.send({"ID": "d", "TYPE": "DATA/CUSTOM", "TO": "b", "V": 2})
     deadline = time.monotonic() + 5
     got = None
