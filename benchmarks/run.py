@@ -514,6 +514,7 @@ def bench_whole_loop(cfg):
 
 def bench_scaling(cfg):
     rng = np.random.default_rng(0)
+    gen = np.random.default_rng(1)  # one generator: seeding per call is not the step
     series = {
         "n_models (2 actions)": [(n, 2) for n in cfg["scale_models"]],
         "n_actions (20 models)": [(20, a) for a in cfg["scale_actions"]],
@@ -525,7 +526,7 @@ def bench_scaling(cfg):
         for m, a in shapes:
             x = rng.normal(size=(m, a))
             secs = cfg["seconds"] / 4 * (1 if m * a < 100_000 else 4)
-            curves[name].append((m, a, per_call(lambda: aggregate(x, rng=1), secs)))
+            curves[name].append((m, a, per_call(lambda: aggregate(x, rng=gen), secs)))
     slopes = {}
     for name, pts in curves.items():
         size = np.log([m * a for m, a, _ in pts])
