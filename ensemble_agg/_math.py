@@ -144,7 +144,7 @@ class _Members(NamedTuple):
     e: FloatArray
     coef: FloatArray
     shifted: FloatArray | None  # x - shift, kept for the product rule only
-    log_norm: FloatArray  # log sum_a e, per model
+    log_norm: FloatArray | None  # log sum_a e per model, for the product rule only
 
 
 # Up to this many models the pure-Python two-action path beats NumPy for one
@@ -169,7 +169,7 @@ def _members(x: FloatArray, w: FloatArray | None, keep_shifted: bool) -> _Member
         # with log p = shifted - log_norm, whose rounding grows with the
         # shift, so it always shifts per model.
         hi = x.max()
-        # inf - inf, 1e308 - -1e308
+        # (inf - inf and 1e308 - -1e308 are NaN and inf here: both fail.)
         if hi - x.min() < _GLOBAL_SHIFT_RANGE[x.dtype]:
             shift = hi
     if shift is None:
@@ -178,8 +178,9 @@ def _members(x: FloatArray, w: FloatArray | None, keep_shifted: bool) -> _Member
     e = np.exp(shifted) if keep_shifted else np.exp(shifted, out=shifted)
     norm = e @ np.ones(x.shape[-1], dtype=x.dtype)
     coef = 1.0 / norm if w is None else w / norm
-    log_norm = np.log(norm) if keep_shifted else norm
-    return _Members(e, coef, shifted if keep_shifted else None, log_norm)
+    if keep_shifted:
+        return _Members(e, coef, shifted, np.log(norm))
+    return _Members(e, coef, None, None)
 
 
 def _scores_to_probs(
@@ -216,7 +217,7 @@ def _ensemble(
             s = (s / s.max(axis=-1, keepdims=True)) ** (1.0 / t)
         return members, qsum, s / s.sum(axis=-1, keepdims=True)
     if rule == "product":
-        assert members.shifted is not None
+        assert members.shifted is not None and members.log_norm is not None
         logp = members.shifted - members.log_norm[..., None]
         if w is not None:
             # A weight-0 model must not veto: 0 * -inf would be NaN.

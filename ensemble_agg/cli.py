@@ -298,14 +298,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo:
         from ._demo import run_demo
 
-        return run_demo(seed=args.seed, rule=args.rule, temperature=args.temperature)
+        try:
+            return run_demo(
+                seed=args.seed, rule=args.rule, temperature=args.temperature
+            )
+        except (OSError, TimeoutError) as exc:
+            print(f"agg-client: the demo failed: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
 
     from ._component import AggregatorComponent, ServerUnreachable, Settings
     from ._state_file import StateFileError
 
     server = args.server
-    if server is None:
-        server = socket.gethostbyname(socket.gethostname())
+    if server is None:  # the original's default: this host's address
+        try:
+            server = socket.gethostbyname(socket.gethostname())
+        except OSError as exc:
+            print(
+                f"agg-client: cannot resolve this host's address ({exc}); "
+                f"give the server with --server or AGG_SERVER",
+                file=sys.stderr,
+            )
+            return EXIT_UNREACHABLE
     settings = Settings(
         server=server,
         port=args.port,
