@@ -138,6 +138,7 @@ class AggregatorComponent:
         )
         self._cap_warned = False
         self._state_error = False
+        self._send_error: Exception | None = None  # set when the link broke
         self._rooms = {settings.logits_room, settings.evolution_room}
         self._handlers: dict[str, list[Any]] = {}
         if settings.state_file is not None:
@@ -172,19 +173,23 @@ class AggregatorComponent:
                 timeout = POLL_INTERVAL
                 try:
                     frames = self.client.poll(timeout)
-                    for frame in frames:
-                        self._dispatch(frame)
-                    self._check_deadline()
                 except ConnectionLost as exc:
+                    self._send_error = exc
+                    frames = []
+                # Every frame of a batch is handled even if a send failed on
+                # the way: handling only changes state, and failed sends wait
+                # in the outbox for the reconnect.
+                for frame in frames:
+                    self._dispatch(frame)
+                self._check_deadline()
+                if self._send_error is not None:
                     logger.warning(
-                        "connection to %s:%d lost: %s", s.server, s.port, exc
+                        "connection to %s:%d lost: %s",
+                        s.server,
+                        s.port,
+                        self._send_error,
                     )
-                    if not self._connect(first=False):
-                        break
-                except OSError as exc:  # a send failed
-                    logger.warning(
-                        "connection to %s:%d failed: %s", s.server, s.port, exc
-                    )
+                    self._send_error = None
                     if not self._connect(first=False):
                         break
                 if next_stats is not None and self.clock() >= next_stats:
@@ -308,12 +313,16 @@ class AggregatorComponent:
         logger.warning("dropped a message from %s: %s", sender, reason)
 
     def _send(self, message: dict[str, Any]) -> None:
+        """Send, or keep ``message`` for after the reconnect if the link is down."""
         assert self.client is not None
+        if self._send_error is not None:
+            self._outbox.append(message)
+            return
         try:
             self.client.send(message)
-        except OSError:
+        except OSError as exc:
             self._outbox.append(message)
-            raise
+            self._send_error = exc
 
     def _flush_outbox(self) -> None:
         assert self.client is not None
