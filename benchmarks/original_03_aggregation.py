@@ -3,16 +3,17 @@
 
 Changed only so it can be started against a given server: ``SERVER`` and
 ``PORT`` come from the command line, and ``NR_OF_MODELS`` from an optional
-third argument.  Everything else is the tutorial's code.
+third argument.  ``get_action`` is imported from ``baseline.py``, where the
+tutorial's function is kept unchanged for the in-process baselines too.
+Everything else is the tutorial's code.
 """
 
 import copy
 import sys
 
-import torch
+import torch  # noqa: F401  (imported as in the tutorial)
+from baseline import get_action  # the tutorial's get_action, kept there unchanged
 from swergio import MESSAGE_TYPE, Client, Trigger
-from torch.distributions import Categorical
-from torch.distributions.utils import logits_to_probs
 
 COMPONENT_NAME = "aggregation"
 SERVER = sys.argv[1]
@@ -32,26 +33,6 @@ client = Client(
     memory=memory,
     contribution_memory=contribution_memory,
 )
-
-
-def get_action(dict_actions_logits, deterministic=False):
-    all_probs = torch.stack(
-        [
-            logits_to_probs(torch.tensor(v).unsqueeze(0))
-            for v in dict_actions_logits.values()
-        ]
-    )
-    probs = all_probs.sum(0)
-    dist = Categorical(probs=probs)
-    if deterministic:
-        action = torch.argmax(dist.probs, dim=1)
-    else:
-        action = dist.sample()
-    action = action.numpy()
-    ai = action[0]
-    ai_cont = (all_probs[:, :, ai].squeeze() / probs[:, ai]).numpy()
-    contribution = {k: ai_cont[i] for i, k in enumerate(dict_actions_logits.keys())}
-    return action, contribution
 
 
 def aggregate(msg, memory, contribution_memory):

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._math import Aggregation, RNGLike, _aggregate_checked, _rng
-from ._two_actions import sum_two_actions_rows
+from ._math import Aggregation, RNGLike, _aggregate_checked, _rng, _rows_fast
 from ._validation import (
     check_nonnegative,
     check_rule,
@@ -404,14 +403,10 @@ class Aggregator:
                     f"one must count"
                 )
         rows = list(self._round.values())
-        fast = None
-        if w is None and self.rule == "sum" and self.temperature == 1.0:
-            fast = sum_two_actions_rows(
-                rows, deterministic, None if deterministic else self._rng
-            )
-        if fast is not None:
-            result = Aggregation(*fast)
-        else:
+        result = _rows_fast(
+            rows, w, self.rule, self.temperature, deterministic, self._rng
+        )
+        if result is None:
             x = np.array(rows, dtype=np.float64)
             result = _aggregate_checked(
                 x, w, self.rule, self.temperature, deterministic, self._rng, ids

@@ -144,7 +144,7 @@ class AggregatorComponent:
         if settings.state_file is not None:
             self.aggregator.add_contributions(load_tally(settings.state_file))
             # Fail now, at start, if the file cannot be written.
-            save_tally(settings.state_file, self._tally_for_disk())
+            save_tally(settings.state_file, self.aggregator.contributions)
 
     # -- the loop ------------------------------------------------------------
 
@@ -370,7 +370,9 @@ class AggregatorComponent:
         self._cap_warned = False
         self.counters.gets += 1
         self._save_state()
-        return {"CONTRIBUTION": {str(k): float(v) for k, v in tally.items()}}
+        # Ids are strings (parse_submission) and shares Python floats
+        # (Aggregator): the tally is plain JSON as it is.
+        return {"CONTRIBUTION": tally}
 
     # -- time-driven work ------------------------------------------------------
 
@@ -429,7 +431,7 @@ class AggregatorComponent:
         if self.settings.state_file is None:
             return
         try:
-            save_tally(self.settings.state_file, self._tally_for_disk())
+            save_tally(self.settings.state_file, self.aggregator.contributions)
         except StateFileError as exc:
             if not self._state_error:
                 logger.error("%s; the tally is kept in memory, writes are retried", exc)
@@ -438,9 +440,6 @@ class AggregatorComponent:
             if self._state_error:
                 logger.info("state file %s written again", self.settings.state_file)
             self._state_error = False
-
-    def _tally_for_disk(self) -> dict[str, float]:
-        return {str(k): v for k, v in self.aggregator.contributions.items()}
 
     def log_stats(self) -> None:
         """Log the one-line counters summary (INFO); the rate is since the last line."""

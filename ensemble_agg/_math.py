@@ -284,26 +284,44 @@ def _aggregate_checked(
     # either the right limit or caught by the NaN checks on the result.
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if rule == "sum" and t == 1.0 and x.shape[-1] == 2:
-            gen = None if deterministic else _rng(rng)
-            if (
-                x.ndim == 2
-                and x.dtype == np.float64
-                and w is None
-                and len(x) <= _ROWS_MAX
-            ):
-                # One step: Python floats beat NumPy calls on a small array.
-                rows = sum_two_actions_rows(x.tolist(), deterministic, gen)
+            if x.ndim == 2 and x.dtype == np.float64 and len(x) <= _ROWS_MAX:
+                rows = _rows_fast(x.tolist(), w, rule, t, deterministic, rng)
                 if rows is not None:
-                    return tuple.__new__(Aggregation, rows)
+                    return rows
             else:
+                gen = None if deterministic else _rng(rng)
                 fast = sum_two_actions_batched(x, w, deterministic, gen)
                 if fast is not None:
                     a, contribution, probs = fast
                     return Aggregation(
                         int(a) if x.ndim == 2 else a, contribution, probs
                     )
-            rng = gen  # nothing was drawn from it
+                rng = gen  # nothing was drawn from it
         return _aggregate_general(x, w, rule, t, deterministic, rng, ids)
+
+
+def _rows_fast(
+    rows: Any,
+    w: FloatArray | None,
+    rule: str,
+    t: float,
+    deterministic: bool,
+    rng: RNGLike,
+) -> Aggregation | None:
+    """One step as Python rows through the pure-Python two-action path, if it applies.
+
+    It applies to the default rule (``"sum"``, ``T = 1``, no weights) and at
+    most ``_ROWS_MAX`` models.  Returns ``None`` otherwise, or when the rows
+    are not valid pairs of numbers; nothing is drawn from ``rng`` then, so
+    the caller may seed again from the same ``rng`` and get the same draws.
+    """
+    if w is not None or rule != "sum" or t != 1 or len(rows) > _ROWS_MAX:
+        return None
+    gen = None if deterministic else _rng(rng)
+    fast = sum_two_actions_rows(rows, deterministic, gen)
+    if fast is None:
+        return None
+    return tuple.__new__(Aggregation, fast)  # skips namedtuple's __new__
 
 
 def _aggregate_general(
@@ -497,19 +515,15 @@ def aggregate(
     """
     if (
         type(logits) is list
-        and len(logits) <= _ROWS_MAX
         and weights is None
-        and rule == "sum"
+        and type(rule) is str
         and (type(temperature) is float or type(temperature) is int)
-        and temperature == 1
     ):
-        # One step of a few models from a list of lists, as it comes off the
-        # wire: the pure-Python two-action path is the fastest there is.
-        gen = None if deterministic else _rng(rng)
-        fast = sum_two_actions_rows(logits, deterministic, gen)
+        # One step from a list of lists, as it comes off the wire; unchecked
+        # input that the fast path declines is checked below.
+        fast = _rows_fast(logits, None, rule, temperature, deterministic, rng)
         if fast is not None:
-            return tuple.__new__(Aggregation, fast)  # skips namedtuple's __new__
-        rng = gen
+            return fast
     x = as_logits(logits)
     rule = check_rule(rule)
     t = check_temperature(temperature)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 from ._validation import check_nonnegative
@@ -64,9 +65,12 @@ def load_tally(path: Path) -> dict[str, float]:
         raise StateFileError(f"state file {path}: {exc}") from None
 
 
-def save_tally(path: Path, tally: dict[str, float]) -> None:
-    """Write ``tally`` to ``path`` atomically (temporary file, then rename)."""
-    data = {"format": FORMAT, "version": VERSION, "contributions": tally}
+def save_tally(path: Path, tally: Mapping[Hashable, float]) -> None:
+    """Write ``tally`` to ``path`` atomically (temporary file, then rename).
+
+    Ids become JSON object keys; agg-client's ids are strings already.
+    """
+    data = {"format": FORMAT, "version": VERSION, "contributions": dict(tally)}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -113,14 +113,9 @@ def sum_two_actions_batched(
     p0 = np.exp(d, out=d)
     p0 += 1.0
     np.reciprocal(p0, out=p0)
-    if w is None:
-        w = np.ones(x.shape[-2], dtype=x.dtype)
-    else:
-        p0 *= w
-        p1 *= w
-        w = np.ones_like(w)
-    s0 = p0 @ w
-    s1 = p1 @ w
+    weights = np.ones(x.shape[-2], dtype=x.dtype) if w is None else w
+    s0 = p0 @ weights  # sum_i w_i p_i(0), as a BLAS matrix-vector product
+    s1 = p1 @ weights
     total = s0 + s1
     if np.isnan(np.sum(total)):  # a model with both actions at -inf
         return None
@@ -138,5 +133,7 @@ def sum_two_actions_batched(
     denominator = s1 * m1 + s0 * m0
     contribution = p1 * m1[..., None]
     contribution += p0 * m0[..., None]
+    if w is not None:
+        contribution *= w
     contribution /= denominator[..., None]
     return take1.astype(np.intp), contribution, probs

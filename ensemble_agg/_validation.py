@@ -85,17 +85,14 @@ def as_logits(logits: object, *, name: str = "logits") -> FloatArray:
                 f"(n_models, n_actions); rows of different lengths cannot be "
                 f"combined ({exc})"
             ) from None
-        if arr.dtype.kind not in "fiub" or arr.dtype == np.float16:
-            if arr.dtype.kind == "c":
-                raise TypeError(f"{name} must be real numbers, got complex values")
-            if arr.dtype.kind in "fiub":  # float16: widen, it has no use here
-                arr = arr.astype(np.float64)
-            else:
-                raise TypeError(
-                    f"{name} must be numbers, got an array of dtype {arr.dtype} "
-                    f"(e.g. strings, None or nested sequences of unequal length)"
-                )
-        if arr.dtype != np.float64:
+        if arr.dtype.kind == "c":
+            raise TypeError(f"{name} must be real numbers, got complex values")
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(
+                f"{name} must be numbers, got an array of dtype {arr.dtype} "
+                f"(e.g. strings, None or nested sequences of unequal length)"
+            )
+        if arr.dtype != np.float64:  # ints, bools, float16, float128
             arr = arr.astype(np.float64)
     if arr.ndim < 2:
         raise ValueError(

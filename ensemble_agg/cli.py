@@ -98,7 +98,7 @@ def _typed(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 
 # (flag, type, default, metavar, help); the default is used when neither the
 # flag nor its AGG_ variable is given.
-OPTIONS: list[tuple[str, Callable[[str], Any] | None, Any, str, str]] = [
+OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, str]] = [
     (
         "--server",
         str,
@@ -249,7 +249,7 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
     )
     for flag, kind, default, metavar, help_text in OPTIONS:
         var = "AGG_" + flag[2:].upper().replace("-", "_")
-        convert = _typed(kind or str, flag[2:])
+        convert = _typed(kind, flag[2:])
         value = default
         if env.get(var, "") != "":
             try:

@@ -79,6 +79,13 @@ def _send_frame(self: Client, message: dict[str, Any]) -> None:
 _RECV_SIZE = 1 << 18
 
 
+def _set_timeout(sock: socket.socket, timeout: float | None) -> None:
+    # settimeout is a system call; gettimeout only reads an attribute, and the
+    # same timeout is asked for on nearly every call.
+    if sock.gettimeout() != timeout:
+        sock.settimeout(timeout)
+
+
 def tune_client(client: Client) -> Client:
     """Remove the Nagle stall from an existing stock ``swergio.Client``.
 
@@ -166,7 +173,7 @@ class TunedClient(Client):
     def send(self, message: dict[str, Any]) -> None:
         """Send ``message`` as one frame with one ``sendall``."""
         # poll() sets a short timeout for reading; a send may wait longer.
-        self.client.settimeout(SEND_TIMEOUT)
+        _set_timeout(self.client, SEND_TIMEOUT)
         _send_frame(self, message)
 
     def reconnect(self) -> None:
@@ -196,7 +203,7 @@ class TunedClient(Client):
         # One blocking recv with a timeout (poll and recv inside CPython):
         # the cheapest wait per wake-up.  Only a full buffer suggests more is
         # queued and is followed by non-blocking reads.
-        sock.settimeout(timeout)
+        _set_timeout(sock, timeout)
         try:
             data = sock.recv(_RECV_SIZE)
         except TimeoutError:

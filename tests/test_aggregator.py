@@ -265,3 +265,20 @@ def test_tally_equals_sum_of_round_results(events):
     for k in got:
         assert math.isclose(got[k], expected[k], rel_tol=1e-12)
     assert math.isclose(sum(got.values()), agg.rounds, rel_tol=1e-9) or agg.rounds == 0
+
+
+@pytest.mark.parametrize("n_models", [3, 100])  # the Python path, then NumPy's
+@pytest.mark.parametrize("weighted", [False, True])
+def test_round_equals_aggregate_of_the_stacked_logits(n_models, weighted):
+    x = np.random.default_rng(n_models).normal(size=(n_models, 2))
+    ids = [f"m{i}" for i in range(n_models)]
+    w = np.linspace(0.5, 2.0, n_models) if weighted else None
+    agg = Aggregator(n_models, weights=w, model_ids=ids if weighted else None)
+    for model_id, row in zip(ids, x.tolist(), strict=True):
+        result = agg.submit(model_id, row, deterministic=True)
+    expected = aggregate(x, deterministic=True, weights=w)
+    assert result.action == expected.action
+    np.testing.assert_allclose(result.probs, expected.probs, rtol=1e-12)
+    np.testing.assert_allclose(
+        [result.contribution[i] for i in ids], expected.contribution, rtol=1e-12
+    )

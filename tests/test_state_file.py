@@ -18,7 +18,7 @@ def test_round_trip(tmp_path):
     assert os.listdir(tmp_path) == ["t.json"]  # no temporary left behind
 
 
-def test_write_is_atomic_rename(tmp_path, monkeypatch):
+def test_write_is_atomic_rename(tmp_path):
     path = tmp_path / "t.json"
     save_tally(path, {"a": 1.0})
     before = path.stat().st_ino
