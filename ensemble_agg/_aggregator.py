@@ -21,34 +21,64 @@ cleared.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Hashable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._math import Aggregation, RNGLike, _aggregate_checked, _rng, _rows_fast
 from ._validation import (
+    as_row,
     check_nonnegative,
     check_rule,
     check_temperature,
-    diagnose_logits,
-    preview,
 )
 
-__all__ = ["Aggregator", "UnknownModelError"]
+__all__ = ["Aggregator", "Expiry", "IdRejection", "UnknownModelError"]
+
+
+class IdRejection(enum.StrEnum):
+    """Why :class:`Aggregator` refused a model id."""
+
+    #: ``model_ids`` was given and the id is not in it.
+    UNLISTED = "unknown"
+    #: The ``max_ids`` cap on distinct ids is reached.
+    CAP = "cap"
 
 
 class UnknownModelError(ValueError):
     """A submission from a model id the aggregator will not track.
 
-    Raised when ``model_ids`` was given and the id is not in it, or when the
-    ``max_ids`` cap on distinct ids is reached.  ``reason`` is ``"unknown"``
-    or ``"cap"``.
+    ``reason`` is an :class:`IdRejection`: :attr:`IdRejection.UNLISTED` when
+    ``model_ids`` was given and the id is not in it, :attr:`IdRejection.CAP`
+    when the ``max_ids`` cap on distinct ids is reached.
     """
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: IdRejection) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class Expiry(NamedTuple):
+    """What :meth:`Aggregator.expire` did with a round that waited too long.
+
+    Attributes
+    ----------
+    result : AggregatorResult or None
+        The round's result, or ``None`` if it was discarded.
+    present : tuple
+        Ids that had submitted, in arrival order.
+    missing : tuple
+        Ids expected but absent (see :attr:`Aggregator.missing`).
+    error : str or None
+        Why the round could not be aggregated, if it was discarded.
+    """
+
+    result: Aggregation | None
+    present: tuple[Hashable, ...]
+    missing: tuple[Hashable, ...]
+    error: str | None
 
 
 class Aggregator:
@@ -81,6 +111,11 @@ class Aggregator:
         Cap on the distinct ids held at once (in the tally and the open
         round); a new id beyond it raises :class:`UnknownModelError` until
         :meth:`pop_contributions` clears the tally.  Default: no cap.
+    n_actions : int, optional
+        If given, every submission must have exactly this many logits;
+        others raise ``ValueError``.  Without it the first submission of a
+        round sets the round's width, so one bad first submission can make
+        the rest of the round fail.  Default: any width.
 
     Attributes
     ----------
@@ -111,11 +146,12 @@ class Aggregator:
         n_models: int,
         *,
         rule: str = "sum",
-        weights: Mapping[Hashable, float] | Iterable[float] | None = None,
+        weights: Mapping[Any, float] | Iterable[float] | None = None,
         temperature: float = 1.0,
         rng: RNGLike = None,
         model_ids: Collection[Hashable] | None = None,
         max_ids: int | None = None,
+        n_actions: int | None = None,
     ) -> None:
         if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)):
             raise TypeError(f"n_models must be an int, got {type(n_models).__name__}")
@@ -134,6 +170,13 @@ class Aggregator:
         if max_ids is not None and (isinstance(max_ids, bool) or max_ids < n_models):
             raise ValueError(f"max_ids must be >= n_models ({n_models}), got {max_ids}")
         self.max_ids = max_ids
+        if n_actions is not None and (
+            isinstance(n_actions, bool)
+            or not isinstance(n_actions, (int, np.integer))
+            or n_actions < 1
+        ):
+            raise ValueError(f"n_actions must be an int >= 1, got {n_actions!r}")
+        self._n_actions_fixed = None if n_actions is None else int(n_actions)
         self._weights = self._weights_map(weights, model_ids)
 
         self._round: dict[Hashable, Any] = {}
@@ -147,7 +190,7 @@ class Aggregator:
 
     @staticmethod
     def _weights_map(
-        weights: Mapping[Hashable, float] | Iterable[float] | None,
+        weights: Mapping[Any, float] | Iterable[float] | None,
         model_ids: Collection[Hashable] | None,
     ) -> dict[Hashable, float] | None:
         if weights is None:
@@ -248,7 +291,36 @@ class Aggregator:
         replacing = model_id in self._round
         if not replacing:
             self._check_new_id(model_id)
-        row = self._check_logits(model_id, logits, replacing=replacing)
+        return self._store(
+            model_id, self._as_row(model_id, logits), deterministic, now, replacing
+        )
+
+    def _submit_row(
+        self,
+        model_id: Hashable,
+        row: list[float],
+        deterministic: bool = False,
+        now: float | None = None,
+    ) -> Aggregation | None:
+        """:meth:`submit` for a row that :func:`~._validation.as_row` made.
+
+        For the wire edge, which converts and checks a message's LOGITS once
+        with the same function; ``model_id`` must be a string.
+        """
+        replacing = model_id in self._round
+        if not replacing:
+            self._check_new_id(model_id)
+        return self._store(model_id, row, deterministic, now, replacing)
+
+    def _store(
+        self,
+        model_id: Hashable,
+        row: list[float],
+        deterministic: bool,
+        now: float | None,
+        replacing: bool,
+    ) -> Aggregation | None:
+        self._check_width(model_id, len(row), replacing=replacing)
         if not self._round:
             self._opened_at = now
         self._round[model_id] = row
@@ -281,6 +353,43 @@ class Aggregator:
         if early:
             self.rounds_closed_early += 1
         return result
+
+    def expire(self, now: float, timeout: float) -> Expiry | None:
+        """Close the open round if it has waited `timeout` or longer at `now`.
+
+        The straggler deadline, decided here so that it can be tested with a
+        fake clock: the round's age is ``now`` minus the ``now`` given with
+        its first submission (a round opened without ``now`` never expires).
+
+        Returns
+        -------
+        Expiry or None
+            ``None`` if no round is open or it is younger than `timeout`.
+            Otherwise what happened: the round was aggregated with the models
+            present (``result`` set), or it could not be (e.g. every model
+            present has weight 0) and was discarded (``error`` set).
+
+        Examples
+        --------
+        >>> from ensemble_agg import Aggregator
+        >>> agg = Aggregator(3, model_ids=["a", "b", "c"])
+        >>> agg.submit("a", [1.0, 0.0], deterministic=True, now=10.0)
+        >>> agg.expire(now=10.4, timeout=0.5) is None
+        True
+        >>> expiry = agg.expire(now=10.5, timeout=0.5)
+        >>> expiry.result.action, expiry.present, expiry.missing
+        (0, ('a',), ('b', 'c'))
+        """
+        opened = self.round_opened_at
+        if opened is None or now - opened < timeout:
+            return None
+        present, missing = self.pending, self.missing
+        try:
+            result = self.close_round()
+        except ValueError as exc:
+            self.discard_round()
+            return Expiry(None, present, missing, str(exc))
+        return Expiry(result, present, missing, None)
 
     def discard_round(self) -> tuple[Hashable, ...]:
         """Drop the open round's submissions; return the ids that were in it."""
@@ -329,7 +438,7 @@ class Aggregator:
                 raise UnknownModelError(
                     f"model {model_id!r} is not one of the {len(self._model_ids)} "
                     f"known model ids",
-                    "unknown",
+                    IdRejection.UNLISTED,
                 )
         elif self.max_ids is not None and model_id not in self._tally:
             tracked = len(self._tally) + sum(
@@ -340,45 +449,29 @@ class Aggregator:
                     f"model {model_id!r} is new and {tracked} distinct ids are "
                     f"already tracked (max_ids={self.max_ids}); it is dropped "
                     f"until the tally is popped",
-                    "cap",
+                    IdRejection.CAP,
                 )
 
-    def _check_logits(self, model_id: Hashable, logits: Any, *, replacing: bool) -> Any:
-        """Validate one model's logits; return the copy to store."""
-        if type(logits) is list or type(logits) is tuple:
-            n = len(logits)
-            try:
-                # Python's sum rejects strings, None and nested lists with a
-                # TypeError, and is NaN or inf exactly when some entry is NaN
-                # or infinite (or the finite sum overflows): one cheap pass.
-                total = sum(logits)
-            except TypeError:
-                raise TypeError(
-                    f"logits of model {model_id!r} must be a flat sequence of "
-                    f"numbers; got {preview(logits)}"
-                ) from None
-            if isinstance(total, complex):
-                raise TypeError(f"logits of model {model_id!r} must be real numbers")
-            finite = total - total == 0
-            row: Any = list(logits)
-        else:
+    def _as_row(self, model_id: Hashable, logits: Any) -> list[float]:
+        """Convert and check one model's logits (a new list: no later leaks)."""
+        what = f"logits of model {model_id!r}"
+        if isinstance(logits, (str, bytes)):
+            raise TypeError(f"{what} must be numbers, got {type(logits).__name__}")
+        if type(logits) is not list and type(logits) is not tuple:
             arr = np.asarray(logits)
-            if arr.dtype.kind not in "fiub":
-                raise TypeError(
-                    f"logits of model {model_id!r} must be numbers, got dtype "
-                    f"{arr.dtype}"
-                )
             if arr.ndim != 1:
                 raise ValueError(
-                    f"logits of model {model_id!r} must be one-dimensional "
-                    f"(one logit per action); got shape {arr.shape}"
+                    f"{what} must be one-dimensional (one logit per action); got "
+                    f"shape {arr.shape}"
                 )
-            n = arr.shape[0]
-            finite = False
-            row = arr.astype(np.float64)  # a copy, so later changes do not leak in
-        if n == 0:
+            logits = arr.tolist()
+        return as_row(logits, what)
+
+    def _check_width(self, model_id: Hashable, n: int, *, replacing: bool) -> None:
+        if self._n_actions_fixed is not None and n != self._n_actions_fixed:
             raise ValueError(
-                f"logits of model {model_id!r} are empty; need one per action"
+                f"model {model_id!r} sent {n} logits; this aggregator takes "
+                f"{self._n_actions_fixed} actions (n_actions)"
             )
         expected = self._n_actions if self._round else None
         if replacing and len(self._round) == 1:
@@ -388,9 +481,6 @@ class Aggregator:
                 f"model {model_id!r} sent {n} logits; this round has {expected} "
                 f"actions (set by its first submission)"
             )
-        if not finite:
-            diagnose_logits(np.asarray(row, dtype=np.float64)[None], [model_id])
-        return row
 
     def _finish(self, deterministic: bool) -> Aggregation:
         ids = list(self._round)

@@ -13,6 +13,7 @@ and ``+inf`` in the input always propagate to one (see ``diagnose_logits``).
 from __future__ import annotations
 
 import math
+import reprlib
 import warnings
 from collections.abc import Hashable
 from typing import Any
@@ -23,6 +24,7 @@ import numpy.typing as npt
 __all__ = [
     "RULES",
     "as_logits",
+    "as_row",
     "check_nonnegative",
     "check_rule",
     "check_temperature",
@@ -54,9 +56,31 @@ def _asarray(obj: object) -> np.ndarray:
             raise ValueError(str(exc)) from None
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+
+
 def preview(value: object, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters for an error message."""
-    text = repr(value)
+    """``repr(value)``, cut to ``limit`` characters for a message or a log line.
+
+    Safe for anything a peer can send: a 2 MB string is cut before it is
+    copied, deep nesting is shown to three levels, and an integer too long to
+    print is described by its size.
+
+    Examples
+    --------
+    >>> preview("x" * 10**6, limit=12)
+    "'xxxxxxxx..."
+    >>> preview(10**5000)
+    '<an integer of 16610 bits>'
+    """
+    if isinstance(value, int) and value.bit_length() > 192:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # e.g. an int past Python's digit limit
+        text = f"<a {type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -87,6 +111,8 @@ def as_logits(logits: object, *, name: str = "logits") -> FloatArray:
             ) from None
         if arr.dtype.kind == "c":
             raise TypeError(f"{name} must be real numbers, got complex values")
+        if arr.dtype == object:
+            arr = _object_to_float(arr, name)
         if arr.dtype.kind not in "fiub":
             raise TypeError(
                 f"{name} must be numbers, got an array of dtype {arr.dtype} "
@@ -111,6 +137,93 @@ def as_logits(logits: object, *, name: str = "logits") -> FloatArray:
     return arr
 
 
+def _object_to_float(arr: np.ndarray, name: str) -> np.ndarray:
+    """Convert an object array of Python numbers (e.g. huge ints) to float64.
+
+    NumPy makes an object array of integers beyond int64; they are logits
+    like any other if they fit a float, and a clear error if they do not.
+    Anything else in an object array (strings, None, nested sequences of
+    unequal length) is left for the caller's dtype check.
+    """
+    out = np.empty(arr.shape, dtype=np.float64)
+    flat = out.reshape(-1)
+    for i, value in enumerate(arr.flat):
+        if isinstance(value, bool) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
+            return arr
+        try:
+            flat[i] = float(value)
+        except OverflowError:
+            where = tuple(int(j) for j in np.unravel_index(i, arr.shape))
+            raise ValueError(
+                f"{name}{list(where)} is {preview(value)}, too large for a "
+                f"float; logits must be finite numbers or -inf"
+            ) from None
+    return out
+
+
+def as_row(values: Any, what: str) -> list[float]:
+    """Convert one model's logits to a list of Python floats, checked.
+
+    ``values`` is a flat sequence of real numbers; the result holds one float
+    per action.  ``what`` names the row in messages (e.g. ``"logits of model
+    'a'"``).  Raises ``TypeError`` for anything that is not a real number
+    (strings, ``None``, nested lists, complex) and ``ValueError`` for an empty
+    row, NaN, ``+inf``, an integer too large for a float, or a row whose every
+    entry is ``-inf``.
+
+    Examples
+    --------
+    >>> as_row([1, 2.5, float("-inf")], "logits")
+    [1.0, 2.5, -inf]
+    >>> as_row([1, 10**400], "logits")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: logits hold an integer too large for a float at action 1 ...
+    """
+    flat = f"{what} must be a flat sequence of numbers; got {preview(values)}"
+    try:
+        # map(float, ...) alone would accept numeric strings ("1.5"); sum()
+        # rejects strings, None and lists with a TypeError in one C loop.
+        total = sum(values)
+    except TypeError:
+        raise TypeError(flat) from None
+    except OverflowError:  # huge ints beside floats: map(float) tells which
+        total = 0
+    if isinstance(total, complex):
+        raise TypeError(f"{what} must be real numbers; got {preview(values)}")
+    try:
+        row = list(map(float, values))
+    except TypeError:
+        raise TypeError(flat) from None
+    except OverflowError:
+        big = next(i for i, v in enumerate(values) if abs(v) > 1e308)
+        raise ValueError(
+            f"{what} hold an integer too large for a float at action {big} "
+            f"({preview(values[big])}); logits must be finite numbers or -inf"
+        ) from None
+    if not row:
+        raise ValueError(f"{what} are empty; need one logit per action")
+    s = sum(row)
+    # The float sum is NaN or +inf exactly when an entry is NaN or +inf, or
+    # when finite entries overflow (checked entry by entry below).
+    if s != s or s == math.inf:
+        for i, value in enumerate(row):
+            if value != value or value == math.inf:
+                raise ValueError(
+                    f"{what} contain {'NaN' if value != value else '+inf'} at "
+                    f"action {i}; logits must be finite numbers or -inf (a "
+                    f"forbidden action)"
+                )
+    elif s == -math.inf and max(row) == -math.inf:
+        raise ValueError(
+            f"{what} have all actions at -inf (every action forbidden); a model "
+            f"must allow at least one action"
+        )
+    return row
+
+
 def check_rule(rule: object) -> str:
     """Return ``rule`` if it names a known rule, else raise ``ValueError``."""
     if not isinstance(rule, str) or rule not in RULES:
@@ -129,7 +242,10 @@ def check_temperature(temperature: object) -> float:
             f"temperature must be a number, got {type(temperature).__name__} "
             f"{temperature!r}"
         )
-    t = float(temperature)
+    try:
+        t = float(temperature)
+    except OverflowError:
+        t = math.inf
     if not (math.isfinite(t) and t > 0):
         raise ValueError(
             f"temperature must be a finite number > 0, got {temperature!r}"
@@ -146,7 +262,10 @@ def check_nonnegative(value: object, what: str) -> float:
         value, (int, float, np.integer, np.floating)
     ):
         raise TypeError(f"{what} must be a number, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf  # an integer too large for a float
     if not (math.isfinite(v) and v >= 0):
         raise ValueError(f"{what} must be finite and non-negative, got {value!r}")
     return v

@@ -11,13 +11,12 @@ data; they raise :class:`BadMessage` (the peer's fault) and nothing else.
 
 from __future__ import annotations
 
-import codecs
 import json
-import math
-from collections.abc import Iterator
+import re
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._validation import preview
+from ._validation import as_row, preview
 
 __all__ = [
     "BadMessage",
@@ -26,8 +25,10 @@ __all__ = [
     "FramingError",
     "Submission",
     "encode_frame",
+    "may_concern_aggregator",
     "parse_command",
     "parse_submission",
+    "propagated",
     "sender_of",
 ]
 
@@ -40,7 +41,15 @@ class BadMessage(ValueError):
 
 
 class FramingError(ValueError):
-    """The byte stream is out of step (a header that is not a length)."""
+    """The byte stream is out of step (a header that is not a length).
+
+    ``frames`` holds the frames that the same :meth:`FrameDecoder.feed` call
+    completed before the bad header: they are good and must not be lost.
+    """
+
+    def __init__(self, message: str, frames: list[Frame] | None = None) -> None:
+        super().__init__(message)
+        self.frames: list[Frame] = frames if frames is not None else []
 
 
 def encode_frame(message: dict[str, Any], encoding: str, header_length: int) -> bytes:
@@ -67,14 +76,22 @@ class Frame(NamedTuple):
     """One frame's outcome: a decoded ``message``, or why it has none.
 
     ``error`` is set (and ``message`` is ``None``) for a body that is not
-    valid JSON or not a JSON object, and for a body longer than the decoder's
-    limit, which is skipped unread.  (A named tuple: one is built per
+    valid JSON or not a JSON object.  (A named tuple: one is built per
     message, and a frozen dataclass costs several times more to build.)
     """
 
     message: dict[str, Any] | None
     error: str | None = None
-    size: int = 0
+
+
+#: Bodies longer than this are checked before they are parsed: skipped if
+#: the decoder's ``wanted`` test says they cannot matter, refused if they
+#: are built of more containers than a message of numbers could be.
+LAZY_ABOVE = 1 << 16
+#: A large body may hold at most one ``{`` or ``[`` per this many bytes: a
+#: decoded container costs 56 to 64 bytes of memory, so a body of empty
+#: objects would take some 30 times its size to decode.
+BYTES_PER_CONTAINER = 16
 
 
 class FrameDecoder:
@@ -87,9 +104,21 @@ class FrameDecoder:
     header_length : int
         The swergio header length.
     max_body : int
-        Bodies longer than this are skipped without being buffered, so a
-        hostile peer cannot make the decoder hold more than about
-        ``max_body`` bytes.
+        Bodies longer than this are skipped without being buffered (and
+        counted in :attr:`skipped`), so a peer cannot make the decoder hold
+        more than about ``max_body`` bytes.
+    wanted : callable, optional
+        ``wanted(body) -> bool`` for bodies over 64 KiB: ``False`` skips the
+        body unparsed (counted in :attr:`skipped`).  Default: parse all.
+
+    Notes
+    -----
+    Headers are read as swergio reads them, ``int(header.decode(encoding))``,
+    so any header the swergio server accepted and forwarded keeps the stream
+    in step here too.  Memory: a frame is held once while it arrives; a body
+    is decoded only when complete, and a large body only if it is not denser
+    in ``{`` and ``[`` than one per 16 bytes (a message of numbers is far
+    sparser), which bounds decoding to a small multiple of the body's size.
 
     Examples
     --------
@@ -103,18 +132,23 @@ class FrameDecoder:
     ['the frame is a JSON list, not an object']
     """
 
-    def __init__(self, encoding: str, header_length: int, max_body: int) -> None:
+    def __init__(
+        self,
+        encoding: str,
+        header_length: int,
+        max_body: int,
+        *,
+        wanted: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.encoding = encoding
         self.header_length = header_length
         self.max_body = max_body
+        self.wanted = wanted
+        #: Frames passed by unparsed: over ``max_body`` or not ``wanted``.
+        self.skipped = 0
         self._buf = bytearray()
         self._skip = 0  # bytes of an oversized body still to discard
-        # An ASCII header parses with int() straight from bytes.
-        self._ascii_header = codecs.lookup(encoding).name in (
-            "utf-8",
-            "ascii",
-            "iso8859-1",
-        )
+        self._broken: str | None = None
 
     @property
     def buffered(self) -> int:
@@ -126,72 +160,96 @@ class FrameDecoder:
         """True if the stream stopped inside a frame."""
         return bool(self._buf) or self._skip > 0
 
-    def feed(self, data: bytes) -> Iterator[Frame]:
-        """Add ``data``; yield every frame it completes.
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add ``data``; return every frame it completes.
 
-        Raises :class:`FramingError` if a header is not a byte length; the
-        stream cannot be resynchronised after that.
+        Raises :class:`FramingError` if a header is not a byte length; its
+        ``frames`` are the frames completed before it.  The stream cannot be
+        resynchronised after that: every later call raises again.
         """
+        if self._broken is not None:
+            raise FramingError(self._broken)
         if self._skip:
             dropped = min(self._skip, len(data))
             self._skip -= dropped
+            if dropped == len(data):
+                return []
             data = data[dropped:]
-        self._buf += data
         buf = self._buf
+        buf += data
+        frames: list[Frame] = []
         start = 0
         h = self.header_length
-        while len(buf) - start >= h:
-            header = bytes(buf[start : start + h])
-            try:
-                length = int(
-                    header if self._ascii_header else header.decode(self.encoding)
-                )
-            except (UnicodeDecodeError, ValueError):
-                raise FramingError(
-                    f"frame header {header!r} is not a body length"
-                ) from None
-            if length < 0:
-                raise FramingError(f"frame header {header!r} is negative")
+        end_of_data = len(buf)
+        while end_of_data - start >= h:
+            length = self._length(bytes(buf[start : start + h]), frames)
+            body_start = start + h
             if length > self.max_body:
-                available = len(buf) - start - h
-                self._skip = max(0, length - available)
-                start = min(len(buf), start + h + length)
-                yield Frame(
-                    None,
-                    f"a frame of {length} bytes is over the {self.max_body}-byte "
-                    f"limit; skipped unread",
-                    length,
-                )
+                self.skipped += 1
+                self._skip = max(0, length - (end_of_data - body_start))
+                start = min(end_of_data, body_start + length)
                 continue
-            end = start + h + length
-            if end > len(buf):
+            end = body_start + length
+            if end > end_of_data:
                 break
-            body = bytes(buf[start + h : end])
+            body = bytes(memoryview(buf)[body_start:end])
             start = end
-            yield self._decode(body)
+            frame = self._decode(body)
+            if frame is not None:
+                frames.append(frame)
         del buf[:start]
+        if not buf and buf.__sizeof__() > 1 << 20:
+            self._buf = bytearray()  # give a large frame's buffer back
+        return frames
 
-    def _decode(self, body: bytes) -> Frame:
+    def _length(self, header: bytes, frames: list[Frame]) -> int:
+        try:
+            try:
+                length = int(header)  # ASCII digits and spaces: the usual case
+            except ValueError:
+                length = int(header.decode(self.encoding))
+        except (UnicodeDecodeError, ValueError):
+            length = -1
+        if length < 0:
+            self._broken = f"frame header {preview(header)} is not a body length"
+            raise FramingError(self._broken, frames)
+        return length
+
+    def _decode(self, body: bytes) -> Frame | None:
+        if len(body) > LAZY_ABOVE:
+            if self.wanted is not None and not self.wanted(body):
+                self.skipped += 1
+                return None
+            containers = body.count(b"{") + body.count(b"[")
+            if containers * BYTES_PER_CONTAINER > len(body):
+                return Frame(
+                    None,
+                    f"a frame of {len(body)} bytes holds {containers} objects and "
+                    f"lists; refused unparsed (more than one per "
+                    f"{BYTES_PER_CONTAINER} bytes)",
+                )
         try:
             text = body.decode(self.encoding)
         except UnicodeDecodeError as exc:
-            return Frame(None, f"the frame is not valid JSON ({exc})", len(body))
+            return Frame(None, f"the frame is not valid JSON ({exc})")
         try:
             # raw_decode skips json.loads' encoding detection and whitespace
             # handling, about half its cost on a small message; anything
             # unusual (surrounding whitespace, errors) goes through json.loads.
             message, end = _raw_decode(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             end = -1
         if end != len(text):
             try:
                 message = json.loads(text)
             except ValueError as exc:
-                return Frame(None, f"the frame is not valid JSON ({exc})", len(body))
+                return Frame(None, f"the frame is not valid JSON ({exc})")
+            except RecursionError:
+                return Frame(None, "the frame is nested too deeply to decode")
         if type(message) is not dict:
             kind = _json_kind(message)
-            return Frame(None, f"the frame is a JSON {kind}, not an object", len(body))
-        return Frame(message, None, len(body))
+            return Frame(None, f"the frame is a JSON {kind}, not an object")
+        return Frame(message, None)
 
 
 _raw_decode = json.JSONDecoder().raw_decode
@@ -203,13 +261,54 @@ def _json_kind(value: object) -> str:
 
 
 def sender_of(message: dict[str, Any]) -> str:
-    """Who sent ``message``, for a log line (``SENT_BY``, set by the server)."""
+    """Who sent ``message``, for a log line (``SENT_BY``, cut to 60 characters)."""
     sender = message.get("SENT_BY")
-    return repr(sender) if sender is not None else "an unknown sender"
+    return preview(sender) if sender is not None else "an unknown sender"
+
+
+_GET = re.compile(rb'"CMD"\s*:\s*"GET"')
+
+
+def may_concern_aggregator(body: bytes) -> bool:
+    """False if a body cannot be a submission or a ``CMD: GET``.
+
+    A cheap scan of a large body's bytes, before it is parsed: an evolution
+    room's multi-megabyte ``WEIGHTS`` or ``SET`` has neither ``"LOGITS"``,
+    ``"COMPONENT_ID"`` nor ``"CMD": "GET"`` in it and is passed by unread.
+    (A peer that spells a key with JSON escapes, ``"\\u004cOGITS"``, only
+    gets its own message ignored.)
+
+    Examples
+    --------
+    >>> may_concern_aggregator(b'{"CMD": "SET", "WEIGHTS": [0.5]}')
+    False
+    >>> may_concern_aggregator(b'{"CMD" : "GET"}')
+    True
+    """
+    return (
+        b'"LOGITS"' in body
+        or b'"COMPONENT_ID"' in body
+        or (b'"CMD"' in body and _GET.search(body) is not None)
+    )
+
+
+def propagated(value: object) -> bool:
+    """True if ``value`` may be copied into a reply as ``ROOT_ID``/``MODEL_STATUS``.
+
+    swergio copies these from a request into its reply.  Real peers send a
+    hex id and a small int; anything else (deep nesting that cannot be
+    encoded again, a megabyte string echoed to a whole room) is not copied.
+    """
+    kind = type(value)
+    if kind is str:
+        return len(value) <= MAX_ID_LENGTH  # type: ignore[arg-type]
+    if kind is int:
+        return -(1 << 63) <= value < 1 << 63  # type: ignore[operator]
+    return kind is float or kind is bool or value is None
 
 
 class Submission(NamedTuple):
-    """A checked ``LOGITS`` message: model id, logits, deterministic flag."""
+    """A checked ``LOGITS`` message: model id, logits as floats, deterministic flag."""
 
     model_id: str
     logits: list[float]
@@ -222,14 +321,17 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
     A message with neither ``LOGITS`` nor ``COMPONENT_ID`` is other traffic
     and returns ``None``.  Otherwise both must be there: ``COMPONENT_ID`` a
     non-empty string of at most 256 characters, ``LOGITS`` a non-empty list of
-    at most `max_actions` numbers (not booleans), none of them NaN or
-    ``+inf``, and ``DETERMINISTIC``, if present, a boolean.  The length is
-    checked before the entries, so a huge list is rejected cheaply.
+    at most `max_actions` JSON numbers (not booleans), and
+    ``DETERMINISTIC``, if present, a boolean.  The length is checked before
+    the entries, so a huge list is rejected cheaply; then the entries are
+    converted to floats and checked (NaN, ``+inf``, an integer too large for
+    a float, every action at ``-inf``) by ``as_row``, the same function that
+    :meth:`ensemble_agg.Aggregator.submit` uses.
 
     Examples
     --------
     >>> parse_submission({"LOGITS": [0.1, -2], "COMPONENT_ID": "m1"}, 4096)
-    Submission(model_id='m1', logits=[0.1, -2], deterministic=False)
+    Submission(model_id='m1', logits=[0.1, -2.0], deterministic=False)
     >>> parse_submission({"LOGITS": [0.1, True], "COMPONENT_ID": "m1"}, 4096)
     Traceback (most recent call last):
     ...
@@ -269,16 +371,14 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
         )
     for i, value in enumerate(logits):
         kind = type(value)
-        if kind is float:
-            if value != value or value == math.inf:
-                raise BadMessage(
-                    f"LOGITS[{i}] of {model_id!r} is {value}; expected a finite "
-                    f"number or -Infinity"
-                )
-        elif kind is not int:
+        if kind is not float and kind is not int:
             raise BadMessage(
                 f"LOGITS[{i}] of {model_id!r} is {preview(value)}; expected a number"
             )
+    try:
+        row = as_row(logits, f"LOGITS of {model_id!r}")
+    except (TypeError, ValueError) as exc:
+        raise BadMessage(str(exc)) from None
     det = message.get("DETERMINISTIC", False)
     if type(det) is not bool:
         if det is None:
@@ -287,7 +387,7 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
             raise BadMessage(
                 f"DETERMINISTIC of {model_id!r} is {preview(det)}; expected true or false"
             )
-    return Submission(model_id, logits, det)
+    return Submission(model_id, row, det)
 
 
 def parse_command(message: dict[str, Any]) -> str | None:

@@ -3,81 +3,45 @@
 ``main(argv)`` parses the options (each also read from an ``AGG_<NAME>``
 environment variable), sets up logging, installs SIGINT/SIGTERM handlers that
 only set a stop flag, and runs :class:`~ensemble_agg._component.AggregatorComponent`.
-Exit status: 0 after a clean stop or a signal, 1 if the server cannot be
-reached within ``--connect-timeout``, 2 for a usage error, 3 for a state file
-that cannot be read or written at start.
+Exit status: 0 after a clean stop or a signal (SIGINT, SIGTERM, SIGHUP), 1 if
+the server cannot be reached within ``--connect-timeout``, 2 for a usage
+error, 3 for a state file that cannot be read or written at start, 4 for an
+internal error (a bug: logged with its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import __version__
-from ._validation import RULES
+from ._settings import Settings, options
+from ._validation import preview
 
-__all__ = ["EXIT_OK", "EXIT_STATE_FILE", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_STATE_FILE",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
 EXIT_STATE_FILE = 3
+EXIT_INTERNAL = 4
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be >= 1")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be 0..65535")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError("must be a finite number > 0")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError("must be a finite number >= 0")
-    return value
-
-
-def _model_ids(text: str) -> list[str]:
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-        ids = [
-            line.strip() for line in lines if line.strip() and not line.startswith("#")
-        ]
-    else:
-        ids = [part.strip() for part in text.split(",") if part.strip()]
-    if not ids:
-        raise ValueError("no model ids given")
-    return ids
+logger = logging.getLogger(__name__)
 
 
 def _typed(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]:
@@ -86,146 +50,22 @@ def _typed(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             return convert(text)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             reason = str(exc)
             if "invalid literal" in reason or "could not convert" in reason:
                 reason = "not a number"
-            raise argparse.ArgumentTypeError(f"{text!r}: {reason}") from None
+            raise argparse.ArgumentTypeError(f"{preview(text)}: {reason}") from None
 
     parse.__name__ = name
     return parse
 
 
-# (flag, type, default, metavar, help); the default is used when neither the
-# flag nor its AGG_ variable is given.
-OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, str]] = [
-    (
-        "--server",
-        str,
-        None,
-        "HOST",
-        "swergio server address (default: this host's address, as the original)",
-    ),
-    ("--port", _port, 8080, "PORT", "swergio server port (default: %(default)s)"),
-    (
-        "--name",
-        str,
-        "aggregation",
-        "NAME",
-        "component name registered with the server (default: %(default)s)",
-    ),
-    ("--models", _positive_int, 20, "N", "models per round (default: %(default)s)"),
-    (
-        "--format",
-        str,
-        "utf-8",
-        "ENC",
-        "swergio message encoding (default: %(default)s)",
-    ),
-    (
-        "--header-length",
-        _positive_int,
-        10,
-        "N",
-        "swergio header length (default: %(default)s)",
-    ),
-    (
-        "--logits-room",
-        str,
-        "logits",
-        "ROOM",
-        "room of the models' LOGITS (default: %(default)s)",
-    ),
-    (
-        "--action-room",
-        str,
-        "action",
-        "ROOM",
-        "room the ACTION goes to (default: %(default)s)",
-    ),
-    (
-        "--evolution-room",
-        str,
-        "evolution",
-        "ROOM",
-        "room of CMD GET and the CONTRIBUTION reply (default: %(default)s)",
-    ),
-    (
-        "--rule",
-        str,
-        "sum",
-        "RULE",
-        f"ensemble rule: {', '.join(RULES)} (default: %(default)s)",
-    ),
-    (
-        "--temperature",
-        _positive_float,
-        1.0,
-        "T",
-        "ensemble temperature > 0 (default: %(default)s)",
-    ),
-    ("--seed", int, None, "INT", "seed for sampled actions (default: fresh entropy)"),
-    (
-        "--step-timeout",
-        _positive_float,
-        None,
-        "SECONDS",
-        "close a round that has waited this long with the models present (default: off)",
-    ),
-    (
-        "--state-file",
-        Path,
-        None,
-        "PATH",
-        "keep the contribution tally in this file; restored at start (default: none)",
-    ),
-    (
-        "--connect-timeout",
-        _nonnegative_float,
-        None,
-        "SECONDS",
-        "give up if the server cannot be reached at start (default: keep trying)",
-    ),
-    (
-        "--max-actions",
-        _positive_int,
-        4096,
-        "N",
-        "LOGITS longer than this are dropped as malformed (default: %(default)s)",
-    ),
-    (
-        "--model-ids",
-        _model_ids,
-        None,
-        "IDS",
-        "comma list, or @FILE with one id a line: only these models count (default: any)",
-    ),
-    (
-        "--max-ids",
-        _positive_int,
-        None,
-        "N",
-        "without --model-ids, the most distinct ids tracked between two GETs "
-        "(default: max(1024, 4 x --models))",
-    ),
-    (
-        "--stats-interval",
-        _nonnegative_float,
-        60.0,
-        "SECONDS",
-        "one INFO line of counters this often; 0 turns it off (default: %(default)s)",
-    ),
-    (
-        "--log-level",
-        str.upper,
-        "INFO",
-        "LEVEL",
-        f"one of {', '.join(LOG_LEVELS)} (default: %(default)s)",
-    ),
-]
+def env_var(name: str) -> str:
+    """The environment variable of setting ``name``: ``AGG_`` + upper case."""
+    return "AGG_" + name.upper()
 
 
-def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """Return the ``agg-client`` argument parser, defaults taken from ``environ``.
 
     Each option ``--some-name`` can be set by ``AGG_SOME_NAME``; an explicit
@@ -242,32 +82,35 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
             "AGG_<NAME>, e.g. AGG_PORT=9000 or AGG_STEP_TIMEOUT=0.5."
         ),
         epilog=(
-            "exit status: 0 after a clean stop (SIGINT/SIGTERM included), 1 if the "
-            "server cannot be reached within --connect-timeout, 2 for a usage "
-            "error, 3 for a state file that cannot be read or written."
+            "exit status: 0 after a clean stop (SIGINT, SIGTERM or SIGHUP "
+            "included), 1 if the server cannot be reached within "
+            "--connect-timeout, 2 for a usage error, 3 for a state file that "
+            "cannot be read or written at start, 4 for an internal error."
         ),
     )
-    for flag, kind, default, metavar, help_text in OPTIONS:
-        var = "AGG_" + flag[2:].upper().replace("-", "_")
-        convert = _typed(kind, flag[2:])
+    for name, default, option in options():
+        flag = "--" + name.replace("_", "-")
+        var = env_var(name)
+        convert = _typed(option.convert, flag[2:])
         value = default
         if env.get(var, "") != "":
             try:
                 value = convert(env[var])
             except argparse.ArgumentTypeError as exc:
                 parser.error(f"environment variable {var}: {exc}")
-        choices = None
-        if flag == "--rule":
-            choices = RULES
-        elif flag == "--log-level":
-            choices = LOG_LEVELS
+            if option.choices is not None and value not in option.choices:
+                parser.error(
+                    f"environment variable {var}: {preview(value)} is not one of "
+                    f"{', '.join(option.choices)}"
+                )
         parser.add_argument(
             flag,
+            dest=name,
             type=convert,
             default=value,
-            metavar=metavar,
-            choices=choices,
-            help=help_text + f" [env {var}]",
+            metavar=option.metavar,
+            choices=option.choices,
+            help=option.help + f" [env {var}]",
         )
     parser.add_argument(
         "--demo",
@@ -293,26 +136,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns the exit status (see the module docstring).
     """
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
-    if args.demo:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    demo = args.pop("demo")
+    try:
+        settings = Settings(**args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    _setup_logging(settings.log_level)
+    if demo:
         from ._demo import run_demo
 
         try:
             return run_demo(
-                seed=args.seed, rule=args.rule, temperature=args.temperature
+                seed=settings.seed, rule=settings.rule, temperature=settings.temperature
             )
         except (OSError, TimeoutError) as exc:
             print(f"agg-client: the demo failed: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
 
-    from ._component import AggregatorComponent, ServerUnreachable, Settings
+    from ._component import AggregatorComponent, ServerUnreachable
     from ._state_file import StateFileError
 
-    server = args.server
-    if server is None:  # the original's default: this host's address
+    if settings.server is None:  # the original's default: this host's address
         try:
-            server = socket.gethostbyname(socket.gethostname())
+            settings.server = socket.gethostbyname(socket.gethostname())
         except OSError as exc:
             print(
                 f"agg-client: cannot resolve this host's address ({exc}); "
@@ -320,46 +168,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_UNREACHABLE
-    settings = Settings(
-        server=server,
-        port=args.port,
-        name=args.name,
-        models=args.models,
-        format=args.format,
-        header_length=args.header_length,
-        logits_room=args.logits_room,
-        action_room=args.action_room,
-        evolution_room=args.evolution_room,
-        rule=args.rule,
-        temperature=args.temperature,
-        seed=args.seed,
-        step_timeout=args.step_timeout,
-        state_file=args.state_file,
-        connect_timeout=args.connect_timeout,
-        max_actions=args.max_actions,
-        model_ids=args.model_ids,
-        max_ids=args.max_ids,
-        stats_interval=args.stats_interval,
-    )
     stop = threading.Event()
     try:
         component = AggregatorComponent(settings, stop=stop)
     except StateFileError as exc:
         print(f"agg-client: {exc}", file=sys.stderr)
         return EXIT_STATE_FILE
-    except ValueError as exc:  # e.g. max_ids below models
+    except (ValueError, TypeError) as exc:  # settings the aggregator refuses
         print(f"agg-client: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    received: list[int] = []
+
     def request_stop(signum: int, frame: object) -> None:
+        # Only a flag: the loop sees it within a poll interval, and a send
+        # blocked on a peer that does not read gives up on it.
+        received.append(signum)
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, request_stop)
     try:
         component.run()
     except ServerUnreachable as exc:
         print(f"agg-client: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except Exception:
+        logger.exception("agg-client: internal error; stopping")
+        return EXIT_INTERNAL
+    finally:
+        if received:
+            logger.info("stopped by %s", signal.Signals(received[0]).name)
     return EXIT_OK

@@ -46,8 +46,10 @@ import collections
 import logging
 import socket
 import threading
+import time
 import types
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from swergio import MESSAGE_TYPE, Client, Server
@@ -58,14 +60,26 @@ __all__ = ["ConnectionLost", "TunedClient", "TunedServer", "tune_client"]
 
 logger = logging.getLogger(__name__)
 
-#: How long one frame's ``sendall`` may block before the link counts as dead.
+#: How long a send may make no progress before the link counts as dead.
 SEND_TIMEOUT = 10.0
+#: How often a blocked send looks at the stop flag.
+SEND_SLICE = 0.1
+#: How long :meth:`TunedClient.close` waits to send DISCONNECT.
+CLOSE_TIMEOUT = 0.5
 #: Default cap on one frame's body; longer frames are skipped unread.
 DEFAULT_MAX_BODY = 64 << 20
 
 
 class ConnectionLost(ConnectionError):
-    """The connection to the swergio server ended or its framing broke."""
+    """The connection to the swergio server ended or its framing broke.
+
+    ``frames`` holds the good frames read before the connection was lost;
+    the caller handles them as usual.
+    """
+
+    def __init__(self, message: str, frames: list[Frame] | None = None) -> None:
+        super().__init__(message)
+        self.frames: list[Frame] = frames if frames is not None else []
 
 
 def _nodelay(sock: socket.socket) -> None:
@@ -77,6 +91,7 @@ def _send_frame(self: Client, message: dict[str, Any]) -> None:
 
 
 _RECV_SIZE = 1 << 18
+_RECV_BURST = 64  # reads per poll() at most, each of them decoded
 
 
 def _set_timeout(sock: socket.socket, timeout: float | None) -> None:
@@ -152,29 +167,66 @@ class TunedClient(Client):
         *,
         max_body: int = DEFAULT_MAX_BODY,
         connect_timeout: float = 5.0,
+        wanted: Callable[[bytes], bool] | None = None,
+        stop: threading.Event | None = None,
         **kwargs: Any,
     ) -> None:
         self.max_body = max_body
         self.connect_timeout = connect_timeout
+        self.wanted = wanted
+        self.stop = stop
+        self.broken = False  # a send stopped mid-frame: the stream is unusable
         self._frames: collections.deque[Frame] = collections.deque()
-        self._decoder = FrameDecoder(format, header_length, max_body)
+        self._decoder = FrameDecoder(format, header_length, max_body, wanted=wanted)
         super().__init__(name, server, port, format, header_length, **kwargs)
+
+    @property
+    def skipped(self) -> int:
+        """Frames passed by unread on this connection (too large, or not wanted)."""
+        return self._decoder.skipped
 
     def connect(self, server: str, port: int) -> socket.socket:
         """Open a ``TCP_NODELAY`` connection to the server."""
         sock = socket.create_connection((server, port), timeout=self.connect_timeout)
         _nodelay(sock)
-        # poll() sets its own timeout for each read; this one bounds a stuck sendall.
-        sock.settimeout(SEND_TIMEOUT)
-        self._decoder = FrameDecoder(self.format, self.header_length, self.max_body)
+        self._decoder = FrameDecoder(
+            self.format, self.header_length, self.max_body, wanted=self.wanted
+        )
         self._frames.clear()
+        self.broken = False
         return sock
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Send ``message`` as one frame with one ``sendall``."""
-        # poll() sets a short timeout for reading; a send may wait longer.
-        _set_timeout(self.client, SEND_TIMEOUT)
-        _send_frame(self, message)
+    def send(self, message: dict[str, Any], timeout: float = SEND_TIMEOUT) -> None:
+        """Send ``message`` as one frame.
+
+        Waits at most `timeout` seconds for a peer that does not read, and
+        gives up at once when :attr:`stop` is set; either raises
+        :class:`ConnectionLost` and marks the connection :attr:`broken` if
+        part of the frame went out.
+        """
+        if self.broken:
+            raise ConnectionLost("the connection broke during an earlier send")
+        data = encode_frame(message, self.format, self.header_length)
+        sock = self.client
+        # Short slices, so a stop request is seen while a peer does not read.
+        _set_timeout(sock, SEND_SLICE)
+        view = memoryview(data)
+        sent = 0
+        deadline = None
+        while sent < len(data):
+            try:
+                sent += sock.send(view[sent:])
+                continue
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            stopped = self.stop is not None and self.stop.is_set()
+            if stopped or now >= deadline:
+                self.broken = self.broken or sent > 0
+                why = "stop requested" if stopped else f"no progress for {timeout:g} s"
+                raise ConnectionLost(f"send abandoned ({why})")
 
     def reconnect(self) -> None:
         """Connect again, register and join the rooms this client had joined."""
@@ -193,7 +245,8 @@ class TunedClient(Client):
         """Return the frames that arrive within ``timeout`` seconds (maybe none).
 
         Raises :class:`ConnectionLost` if the server closed the connection or
-        the stream's framing broke.  ``timeout=None`` waits for data.
+        the stream's framing broke; its ``frames`` are the good frames read
+        before that.  ``timeout=None`` waits for data.
         """
         if self._frames:
             queued = list(self._frames)
@@ -202,7 +255,8 @@ class TunedClient(Client):
         sock = self.client
         # One blocking recv with a timeout (poll and recv inside CPython):
         # the cheapest wait per wake-up.  Only a full buffer suggests more is
-        # queued and is followed by non-blocking reads.
+        # queued and is followed by non-blocking reads, a bounded number so a
+        # fast sender cannot keep this call from returning.
         _set_timeout(sock, timeout)
         try:
             data = sock.recv(_RECV_SIZE)
@@ -211,14 +265,17 @@ class TunedClient(Client):
         except OSError as exc:
             raise ConnectionLost(f"receive failed: {exc}") from exc
         frames: list[Frame] = []
-        for _ in range(64):
+        for _ in range(_RECV_BURST):
             if not data:
                 where = " in the middle of a frame" if self._decoder.mid_frame else ""
-                raise ConnectionLost(f"the server closed the connection{where}")
+                raise ConnectionLost(f"the server closed the connection{where}", frames)
             try:
-                frames.extend(self._decoder.feed(data))
+                frames += self._decoder.feed(data)
             except FramingError as exc:
-                raise ConnectionLost(f"lost the frame boundaries: {exc}") from exc
+                frames += exc.frames
+                raise ConnectionLost(
+                    f"lost the frame boundaries: {exc}", frames
+                ) from exc
             if len(data) < _RECV_SIZE:
                 break
             try:
@@ -226,7 +283,7 @@ class TunedClient(Client):
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                raise ConnectionLost(f"receive failed: {exc}") from exc
+                raise ConnectionLost(f"receive failed: {exc}", frames) from exc
         return frames
 
     def receive(self) -> dict[str, Any] | bool:
@@ -239,23 +296,27 @@ class TunedClient(Client):
                 frames = self.poll(None)
             except ConnectionLost as exc:
                 logger.info("%s: %s", self.name, exc)
-                return False
+                frames = exc.frames
+                if not any(f.message is not None for f in frames):
+                    return False
             for i, frame in enumerate(frames):
                 if frame.message is not None:
                     self._frames.extend(frames[i + 1 :])
                     return frame.message
                 logger.warning("%s: dropped a frame: %s", self.name, frame.error)
 
-    def close(self) -> None:
-        """Send DISCONNECT if the link is up, then close the socket."""
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Send DISCONNECT if the link is up (waiting at most `timeout`), then close."""
         try:
-            self.send(
-                {
-                    "ID": uuid.uuid4().hex,
-                    "TYPE": MESSAGE_TYPE.COMMAND.DISCONNECT.id,
-                    "TO_ROOM": "_command",
-                }
-            )
+            if not self.broken:
+                self.send(
+                    {
+                        "ID": uuid.uuid4().hex,
+                        "TYPE": MESSAGE_TYPE.COMMAND.DISCONNECT.id,
+                        "TO_ROOM": "_command",
+                    },
+                    timeout=timeout,
+                )
         except OSError:
             pass
         finally:
@@ -347,11 +408,11 @@ class TunedServer(Server):
                     break
                 if not data:
                     break
+                broken = None
                 try:
-                    frames = list(decoder.feed(data))
+                    frames = decoder.feed(data)
                 except FramingError as exc:
-                    logger.warning("server: dropping %s: %s", addr, exc)
-                    break
+                    frames, broken = exc.frames, exc
                 for frame in frames:
                     if frame.message is None:
                         logger.warning(
@@ -360,6 +421,9 @@ class TunedServer(Server):
                         continue
                     if not self._route(client, frame.message):
                         return
+                if broken is not None:
+                    logger.warning("server: dropping %s: %s", addr, broken)
+                    break
         finally:
             client.close()
             with self.clients_lock:

@@ -170,7 +170,9 @@ def _bad_messages(r: int):
 
 
 def test_malformed_messages_are_dropped_and_valid_rounds_counted(server, agg):
-    proc = agg(server.port)
+    # Read frames up to 16 MiB (default 1 MiB), so the 1e6-long LOGITS is
+    # parsed and dropped by --max-actions rather than passed by unread.
+    proc = agg(server.port, "--max-frame-bytes", str(16 << 20))
     peer = RawPeer(server.port, "models")
     env = RawPeer(server.port, "environment", rooms=("action",))
     evo = RawPeer(server.port, "evolution", rooms=("evolution",))
@@ -200,7 +202,7 @@ def test_malformed_messages_are_dropped_and_valid_rounds_counted(server, agg):
     assert sorted(tally) == MODELS
     assert math.isclose(sum(tally.values()), rounds, rel_tol=1e-9)
     log = proc.log
-    drops = log.count("WARNING ensemble_agg.agg_client: dropped a message")
+    drops = log.count("WARNING ensemble_agg._protocol: dropped a message")
     # every kind that reaches the aggregator is one warning; the server drops
     # the 'own' kinds' senders and the unknown room before they get there
     assert drops >= 24, log[-4000:]
@@ -346,7 +348,9 @@ def tuned_server():
 @pytest.mark.slow
 def test_id_flood_and_oversized_logits_keep_memory_bounded(tuned_server, agg):
     server = tuned_server
-    proc = agg(server.port)
+    # Frames of 7 MB are read (not passed by, as over the default 1 MiB), so
+    # the 1e6-long LOGITS reach the --max-actions check.
+    proc = agg(server.port, "--max-frame-bytes", str(16 << 20))
     peer = RawPeer(server.port, "flood")
     env = RawPeer(server.port, "environment", rooms=("action",))
     evo = RawPeer(server.port, "evolution", rooms=("evolution",))

@@ -110,8 +110,10 @@ def test_bad_environment_variable_is_a_usage_error(capsys):
 
 
 def test_max_ids_below_models_is_a_usage_error(capsys):
-    assert main(["--server", "127.0.0.1", "--models", "5", "--max-ids", "2"]) == 2
-    assert "max_ids" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["--server", "127.0.0.1", "--models", "5", "--max-ids", "2"])
+    assert info.value.code == 2
+    assert "--max-ids must be at least --models (5), got 2" in capsys.readouterr().err
 
 
 def test_installed_command_and_module_agree():
