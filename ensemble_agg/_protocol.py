@@ -194,7 +194,7 @@ class AggregatorProtocol:
             return []  # _command traffic, other rooms, direct messages
         kind = message.get("TYPE")
         if kind != DATA_CUSTOM:
-            if kind not in KNOWN_TYPES:  # (unhashable kinds are not in it either)
+            if type(kind) is not str or kind not in KNOWN_TYPES:
                 self._drop(
                     f"unknown TYPE {preview(kind)} in room {room!r}",
                     sender_of(message),

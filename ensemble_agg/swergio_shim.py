@@ -265,7 +265,14 @@ class TunedClient(Client):
         except OSError as exc:
             raise ConnectionLost(f"receive failed: {exc}") from exc
         frames: list[Frame] = []
-        for _ in range(_RECV_BURST):
+        for burst in range(_RECV_BURST):
+            if burst:
+                try:
+                    data = sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    raise ConnectionLost(f"receive failed: {exc}", frames) from exc
             if not data:
                 where = " in the middle of a frame" if self._decoder.mid_frame else ""
                 raise ConnectionLost(f"the server closed the connection{where}", frames)
@@ -278,12 +285,6 @@ class TunedClient(Client):
                 ) from exc
             if len(data) < _RECV_SIZE:
                 break
-            try:
-                data = sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                raise ConnectionLost(f"receive failed: {exc}", frames) from exc
         return frames
 
     def receive(self) -> dict[str, Any] | bool:

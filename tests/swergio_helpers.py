@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -292,3 +293,34 @@ def stock_client(port: int, name: str) -> Client:
     client = Client(name, HOST, port, "utf-8", 10)
     client.client.settimeout(10)
     return client
+
+
+MODELS = [f"m{i:02d}" for i in range(20)]
+
+
+def logits_msg(model: str, logits, deterministic: bool = False) -> dict:
+    return data(
+        "logits", LOGITS=logits, COMPONENT_ID=model, DETERMINISTIC=deterministic
+    )
+
+
+def round_logits(r: int, i: int) -> list[float]:
+    return [math.sin(r + i), math.cos(r * i)]
+
+
+def await_logits_membership(port: int, proc: AggProcess) -> RawPeer:
+    """Return once the server routes the logits room to agg-client.
+
+    A join can take effect late (see RawPeer), so an empty LOGITS from a
+    probe id is sent until agg-client logs dropping it.  The probe peer is
+    returned, to be closed when the test ends (see RawPeer on why not now).
+    """
+    probe = RawPeer(port, "probe")
+    probe_id = f"probe-{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + 10
+    while repr(probe_id) not in proc.log:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"agg-client never joined logits:\n{proc.log}")
+        probe.send(logits_msg(probe_id, []))
+        time.sleep(0.1)
+    return probe

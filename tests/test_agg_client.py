@@ -8,79 +8,21 @@ import json
 import math
 import signal
 import time
-import uuid
 
 import pytest
 
 from .swergio_helpers import (
-    AggProcess,
+    MODELS,
     RawPeer,
-    ServerProcess,
+    await_logits_membership,
     data,
     frame,
+    logits_msg,
     raw_frame,
+    round_logits,
     stock_client,
     wait_for,
 )
-
-MODELS = [f"m{i:02d}" for i in range(20)]
-
-
-@pytest.fixture
-def server():
-    s = ServerProcess().start()
-    yield s
-    s.kill()
-
-
-@pytest.fixture
-def agg(tmp_path):
-    started: list[AggProcess] = []
-    probes: list[RawPeer] = []
-
-    def start(port: int, *args: str, env: dict | None = None, wait: bool = True):
-        p = AggProcess(port, tmp_path, "--stats-interval", "0", *args, env=env)
-        started.append(p)
-        if wait:
-            p.wait_log("connected to")
-            probes.append(_await_logits_membership(port, p))
-        return p
-
-    yield start
-    for probe in probes:
-        probe.close()
-    for p in started:
-        p.stop()
-        # shown by pytest only when the test failed
-        print(f"--- agg-client log {p.log_path.name} ---\n{p.log[-5000:]}")
-
-
-def _await_logits_membership(port: int, proc: AggProcess) -> RawPeer:
-    """Return once the server routes the logits room to agg-client.
-
-    A join can take effect late (see RawPeer), so an empty LOGITS from a
-    probe id is sent until agg-client logs dropping it.  The probe peer is
-    returned, to be closed when the test ends (see RawPeer on why not now).
-    """
-    probe = RawPeer(port, "probe")
-    probe_id = f"probe-{uuid.uuid4().hex[:8]}"
-    deadline = time.monotonic() + 10
-    while repr(probe_id) not in proc.log:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"agg-client never joined logits:\n{proc.log}")
-        probe.send(logits_msg(probe_id, []))
-        time.sleep(0.1)
-    return probe
-
-
-def logits_msg(model: str, logits, deterministic: bool = False) -> dict:
-    return data(
-        "logits", LOGITS=logits, COMPONENT_ID=model, DETERMINISTIC=deterministic
-    )
-
-
-def round_logits(r: int, i: int) -> list[float]:
-    return [math.sin(r + i), math.cos(r * i)]
 
 
 def test_full_loop_with_stock_swergio_components(server, agg):
@@ -245,7 +187,7 @@ def test_server_restart_keeps_open_round_and_tally(server, agg):
     time.sleep(0.5)
     server.start()  # same port
     proc.wait_log("reconnected", timeout=15)
-    probe = _await_logits_membership(server.port, proc)
+    probe = await_logits_membership(server.port, proc)
     peer = RawPeer(server.port, "models")
     env = RawPeer(server.port, "environment", rooms=("action",))
     evo = RawPeer(server.port, "evolution", rooms=("evolution",))
@@ -333,16 +275,6 @@ def test_unreachable_server_exits_non_zero_after_connect_timeout(agg):
     errors = [line for line in proc.log.splitlines() if line.startswith("agg-client:")]
     assert len(errors) == 1 and "cannot reach" in errors[0]
     assert "Traceback" not in proc.log
-
-
-@pytest.fixture
-def tuned_server():
-    # The stock server reads a header with one recv(10), which a burst can
-    # split; floods and soaks go through the tuned subclass, which frames
-    # robustly and is otherwise the same server.
-    s = ServerProcess(tuned=True).start()
-    yield s
-    s.kill()
 
 
 @pytest.mark.slow
