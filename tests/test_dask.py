@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,6 +276,18 @@ class TestDistributed:
             cluster_client.compute(lazy.action).result(timeout=30)
 
 
+@needs_dask
+@pytest.mark.parametrize("store", [[], ["--zarr"]], ids=["npy", "zarr"])
+def test_replay_example(store):
+    if store:
+        pytest.importorskip("zarr")
+    example = Path(__file__).resolve().parent.parent / "examples" / "replay_dask.py"
+    out = python_output(str(example), "--steps", "3000", *store)
+    assert out[0] == "log: (3000, 20, 18) float32 in 1 chunks of steps"
+    assert [line.split()[0] for line in out[3:7]] == RULES
+    assert out[-1].startswith("best rule on this log (argmax): ")
+
+
 # -- without the extra -------------------------------------------------------
 
 # Runs in a fresh interpreter in which `import dask` fails, as it does when
@@ -313,20 +326,16 @@ WITHOUT_DASK = textwrap.dedent(
 )
 
 
-def python_output(code):
-    """stdout lines of ``code`` run in a fresh interpreter of this venv."""
+def python_output(*args):
+    """stdout lines of a fresh interpreter of this venv run with ``args``."""
     done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, check=True
     )
     return done.stdout.splitlines()
 
 
 def test_without_dask_the_library_imports_and_refuses_dask_collections():
-    out = python_output(WITHOUT_DASK)
+    out = python_output("-c", WITHOUT_DASK)
     assert out[0] == "1"
     assert "dask collection" in out[1] and "LoggedReplay" in out[1]
     assert "pip install 'ensemble-agg[dask]'" in out[1]
@@ -334,4 +343,4 @@ def test_without_dask_the_library_imports_and_refuses_dask_collections():
 
 def test_import_does_not_load_dask():
     code = "import sys, ensemble_agg; print([m for m in sys.modules if m.startswith('dask')])"
-    assert python_output(code) == ["[]"]
+    assert python_output("-c", code) == ["[]"]
