@@ -26,7 +26,7 @@ found in the data, so they raise when the result is computed.
 
 from __future__ import annotations
 
-import logging
+import math
 import operator
 import re
 from typing import Any, cast
@@ -46,8 +46,6 @@ from ._validation import (
 
 __all__ = ["aggregate_dask"]
 
-logger = logging.getLogger(__name__)
-
 # The step tuple that _validation and _math put in their messages: "step (3,)".
 _STEP = re.compile(r"step \((\d+(?:, \d+)*),?\)")
 
@@ -63,6 +61,11 @@ def aggregate_dask(
 ) -> Aggregation:
     """:func:`ensemble_agg.aggregate` for a dask collection: see its docstring."""
     x = _as_dask_array(logits)
+    if any(math.isnan(n) for n in x.shape):
+        raise ValueError(
+            f"logits has unknown chunk sizes (shape {x.shape}); the step indices "
+            f"must be known: call logits.compute_chunk_sizes() first"
+        )
     # dtype and shape checks on data-free stand-ins, for the same messages:
     as_logits(np.zeros((1, 1), dtype=x.dtype))  # non-numeric or complex
     dtype = np.dtype(np.float32 if x.dtype == np.float32 else np.float64)
@@ -160,6 +163,13 @@ def _aggregate_block(
     location = [
         tuple(loc) for loc in block_info[0]["array-location"][: len(batch_shape)]
     ]
+    if x.size == 0:  # an empty chunk, as slicing can leave: nothing to check
+        empty = np.empty(x.shape[:-1], dtype=x.dtype)
+        return (
+            empty[..., 0].astype(np.intp),
+            empty,
+            np.empty(x.shape[:-2] + x.shape[-1:], x.dtype),
+        )
     source: UniformSource | None = None
     if key is not None:
         source = (

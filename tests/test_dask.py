@@ -52,8 +52,15 @@ def assert_same(lazy, ref, dtype=np.float64):
 
 
 # Several chunkings of 101 steps: one block, blocks of one step, uneven last
-# chunks, and chunks cut along the model and action axes (rechunked).
-CHUNKINGS = [(101, 5, 4), (1, 5, 4), (10, 5, 4), (33, 2, 3), ((50, 1, 50), 5, 4)]
+# chunks cut along the model and action axes (rechunked), and an empty chunk.
+CHUNKINGS = [
+    (101, 5, 4),
+    (1, 5, 4),
+    (10, 5, 4),
+    (33, 2, 3),
+    ((50, 1, 50), 5, 4),
+    ((40, 0, 61), 5, 4),
+]
 
 
 @needs_dask
@@ -218,6 +225,17 @@ class TestErrors:
         lazy = aggregate(da.from_array(x, chunks=(3, 4, 5, 4)), rule=rule, rng=0)
         with pytest.raises(ValueError, match=match):
             lazy.action.compute(scheduler="threads")
+
+    def test_unknown_chunk_sizes(self):
+        x = da.from_array(replay(), chunks=10)
+        picked = x[x[:, 0, 0] > 0]  # how many steps each chunk keeps is unknown
+        with pytest.raises(
+            ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes"
+        ):
+            aggregate(picked)
+        picked.compute_chunk_sizes()
+        ref = aggregate(replay()[replay()[:, 0, 0] > 0], rng=1)
+        assert_same(aggregate(picked, rng=1), ref)
 
     def test_empty_support_names_the_global_step(self):
         x = np.zeros((30, 2, 2))
