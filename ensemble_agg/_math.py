@@ -140,6 +140,8 @@ def _sampling_rng(rng: RNGLike) -> np.random.Generator | UniformSource:
     flattened batch index (``_random``'s scheme), so the actions do not depend
     on how a batch is split; a ``Generator`` or ``None`` draws sequentially.
     """
+    if type(rng) is np.random.Generator:  # the per-step hot path: no more checks
+        return rng
     if isinstance(rng, np.random.SeedSequence) or (
         isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)
     ):
