@@ -226,6 +226,13 @@ class TestErrors:
         with pytest.raises(ValueError, match=match):
             lazy.action.compute(scheduler="threads")
 
+    def test_other_dask_collections_are_refused(self):
+        lazy = dask.delayed(replay)()
+        with pytest.raises(
+            TypeError, match="dask collection of type Delayed, not a dask array"
+        ):
+            aggregate(lazy)
+
     def test_unknown_chunk_sizes(self):
         x = da.from_array(replay(), chunks=10)
         picked = x[x[:, 0, 0] > 0]  # how many steps each chunk keeps is unknown
