@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from ._random import StepUniforms, UniformSource
 from ._two_actions import sum_two_actions_batched, sum_two_actions_rows
 from ._validation import (
     FloatArray,
@@ -39,7 +40,7 @@ from ._validation import (
 
 __all__ = ["Aggregation", "aggregate", "softmax"]
 
-RNGLike = None | int | np.random.Generator
+RNGLike = None | int | np.random.SeedSequence | np.random.Generator | UniformSource
 
 
 class Aggregation(NamedTuple):
@@ -117,19 +118,35 @@ def softmax(logits: Any, axis: int = -1) -> FloatArray:
         return e / e.sum(axis=axis, keepdims=True)
 
 
-def _rng(rng: RNGLike) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
+def _rng(rng: RNGLike) -> np.random.Generator | UniformSource:
+    if isinstance(rng, (np.random.Generator, UniformSource)):
         return rng
-    if rng is None:
-        return np.random.default_rng()
+    if rng is None or isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         if rng < 0:
             raise ValueError(f"rng seed must be >= 0, got {rng}")
         return np.random.default_rng(int(rng))
     raise TypeError(
-        "rng must be None, an int seed or a numpy.random.Generator, "
-        f"got {type(rng).__name__}"
+        "rng must be None, an int seed, a numpy.random.SeedSequence or a "
+        f"numpy.random.Generator, got {type(rng).__name__}"
     )
+
+
+def _sampling_rng(rng: RNGLike) -> np.random.Generator | UniformSource:
+    """``rng`` for one :func:`aggregate` call: seeds draw by step index.
+
+    An ``int`` seed or a ``SeedSequence`` gives each step the uniform of its
+    flattened batch index (``_random``'s scheme), so the actions do not depend
+    on how a batch is split; a ``Generator`` or ``None`` draws sequentially.
+    """
+    if type(rng) is np.random.Generator:  # the per-step hot path: no more checks
+        return rng
+    if isinstance(rng, np.random.SeedSequence) or (
+        isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)
+    ):
+        return StepUniforms(rng)
+    return _rng(rng)
 
 
 class _Members(NamedTuple):
@@ -238,7 +255,7 @@ def _ensemble(
     return members, qsum, _scores_to_probs(points.sum(axis=-2), qsum > 0, t)
 
 
-def _sample(probs: FloatArray, rng: np.random.Generator) -> Any:
+def _sample(probs: FloatArray, rng: np.random.Generator | UniformSource) -> Any:
     """Draw one action per step from ``probs`` with one uniform per step.
 
     Uses the first index whose cumulative sum exceeds ``u * total``; an action
@@ -420,18 +437,21 @@ def aggregate(
 
     Parameters
     ----------
-    logits : array_like
+    logits : array_like or dask.array.Array
         Shape ``(n_models, n_actions)``, or ``(*batch, n_models, n_actions)``
         for many independent steps.  float32 arrays are computed in float32,
         everything else in float64.  ``-inf`` marks an action the model
-        forbids.
+        forbids.  A dask array (optional extra ``ensemble-agg[dask]``) gives a
+        lazy result; see Notes.
     deterministic : bool, optional
         If true, take the most probable action (ties: lowest index).  If
         false (default), draw it from the ensemble distribution.
-    rng : None, int or numpy.random.Generator, optional
+    rng : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
         Source of randomness for sampling.  ``None`` (default) draws fresh
-        entropy; an ``int`` seed gives the same actions for the same inputs
-        on every call.  Unused when `deterministic` is true.
+        entropy; an ``int`` seed or a ``SeedSequence`` gives the same actions
+        for the same inputs on every call, however the batch is chunked (see
+        Notes); a ``Generator`` is drawn from in sequence.  Unused when
+        `deterministic` is true.
     weights : array_like, optional
         Non-negative weight per model, shape ``(n_models,)``, not all zero.
         Default: every model weighs 1.
@@ -481,6 +501,24 @@ def aggregate(
     model :math:`i` to the chosen action :math:`a` is
     :math:`w_i p_i(a) / \\sum_j w_j p_j(a)`, for every rule.
 
+    Sampling draws one uniform :math:`u` per step and takes the first action
+    whose cumulative probability exceeds :math:`u`.  With an ``int`` seed or a
+    ``SeedSequence``, step :math:`k` (its index in the batch flattened in C
+    order; a single 2-D step is step 0) gets the :math:`k`-th output of a
+    Philox generator keyed by the seed, whatever else is computed with it.
+    So a batch gives the same actions as one NumPy array, as any slicing into
+    chunks of a dask array, on any scheduler or cluster.
+
+    For a dask array ``(*batch, n_models, n_actions)`` the fields of the
+    result are lazy dask arrays (``action`` of shape ``batch`` even without
+    batch axes).  The batch axes keep their chunks; the model and action
+    axes are rechunked to one chunk each, which costs a shuffle of the data
+    unless they already are.  Bad shapes, dtypes, weights, rules and
+    temperatures raise at once; invalid logits raise when the result is
+    computed, naming the step by its index in the whole batch.  A
+    ``Generator`` or ``None`` as `rng` seeds the chunks from one draw, so
+    those actions do not match the NumPy ones.
+
     References
     ----------
     M. A. Wiering and H. van Hasselt, "Ensemble Algorithms in Reinforcement
@@ -513,6 +551,13 @@ def aggregate(
     >>> aggregate(batch, deterministic=True).action
     array([0, 0, 0, 0])
     """
+    if type(logits) is not list and hasattr(type(logits), "__dask_graph__"):
+        # A dask collection: a lazy result, computed chunk by chunk.
+        options = {"deterministic": deterministic, "rng": rng, "weights": weights}
+        options.update(rule=rule, temperature=temperature)
+        return _aggregate_lazy(logits, options)
+    if not deterministic:
+        rng = _sampling_rng(rng)
     if (
         type(logits) is list
         and weights is None
@@ -528,6 +573,19 @@ def aggregate(
     rule = check_rule(rule)
     t = check_temperature(temperature)
     w = None if weights is None else check_weights(weights, x.shape[-2], x.dtype)
-    if not deterministic:
-        rng = _rng(rng)
     return _aggregate_checked(x, w, rule, t, bool(deterministic), rng)
+
+
+def _aggregate_lazy(logits: Any, options: dict[str, Any]) -> Aggregation:
+    """:func:`aggregate` for a dask collection, via ``_dask`` (imported only now)."""
+    if logits.__dask_graph__() is None:  # e.g. an xarray object holding NumPy data
+        return aggregate(np.asarray(logits), **options)
+    try:
+        from ._dask import aggregate_dask
+    except ImportError as exc:
+        raise ImportError(
+            f"logits is a dask collection ({type(logits).__module__}."
+            f"{type(logits).__qualname__}) but dask.array cannot be imported "
+            f"({exc}); install the optional extra: pip install 'ensemble-agg[dask]'"
+        ) from exc
+    return aggregate_dask(logits, **options)

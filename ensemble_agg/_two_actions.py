@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ._random import UniformSource
 from ._validation import FloatArray
 
 __all__ = ["sum_two_actions_batched", "sum_two_actions_rows"]
@@ -32,7 +33,7 @@ _INF = math.inf
 def sum_two_actions_rows(
     rows: Any,
     deterministic: bool,
-    rng: np.random.Generator | None,
+    rng: np.random.Generator | UniformSource | None,
     _exp: Any = math.exp,
     _inf: float = math.inf,
 ) -> tuple[int, FloatArray, FloatArray] | None:
@@ -88,7 +89,7 @@ def sum_two_actions_batched(
     x: FloatArray,
     w: FloatArray | None,
     deterministic: bool,
-    rng: np.random.Generator | None,
+    rng: np.random.Generator | UniformSource | None,
 ) -> tuple[Any, FloatArray, FloatArray] | None:
     """``(action, contribution, probs)`` for ``x`` of shape ``(*batch, n_models, 2)``.
 

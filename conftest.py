@@ -1,0 +1,7 @@
+"""pytest configuration shared by the test suite and the doctests of the package."""
+
+import importlib.util
+
+# --doctest-modules imports every module of the package; the dask one needs
+# the optional extra (and is covered by tests/test_dask.py when it is there).
+collect_ignore = [] if importlib.util.find_spec("dask") else ["ensemble_agg/_dask.py"]
