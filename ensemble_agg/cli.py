@@ -300,8 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             return run_demo(
-                seed=args.seed, rule=args.rule, temperature=args.temperature
+                seed=args.seed,
+                rule=args.rule,
+                temperature=args.temperature,
+                models=args.models,
             )
+        except ValueError as exc:  # --models out of the demo's range
+            print(f"agg-client: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except (OSError, TimeoutError) as exc:
             print(f"agg-client: the demo failed: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
