@@ -21,6 +21,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "cli_reference",
+    "bench_figures",
 ]
 
 # numpydoc renders the docstrings; class members are listed by autodoc.
