@@ -49,7 +49,9 @@ def number(value: float | None) -> str:
 
 
 def ratio(value: float | None) -> str:
-    """>>> ratio(34.34), ratio(7.707), ratio(None)
+    """A ratio to two significant digits, at least the whole number.
+
+    >>> ratio(34.34), ratio(7.707), ratio(None)
     ('34x', '7.7x', '-')
     """
     if value is None:
