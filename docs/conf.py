@@ -39,6 +39,7 @@ doctest_test_doctest_blocks = "default"
 html_theme = "furo"
 html_title = f"ensemble-agg {release}"
 html_static_path = ["_static"]
+html_css_files = ["output.css"]
 exclude_patterns = ["_build"]
 # Option names like --model-ids must not become en dashes.
 smartquotes = False
