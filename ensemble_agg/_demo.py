@@ -8,10 +8,10 @@ component that asks for the contributions every few hundred rounds.  Then it
 prints rounds/s, the per-model contribution table and the action histogram.
 
 The demo's output is its summary: the header comes first, a progress line
-is drawn only when the output is a terminal, and the component's INFO lines
-(its connection and its own stats line, whose rate also counts the wait
-before the first round) are held back, so the one rate printed is the
-environment's.  WARNING and above still reach the log.
+is drawn only when the output is a terminal, and the component's INFO and
+DEBUG lines (its connection and its own stats line, whose rate also counts
+the wait before the first round) are held back, so the one rate printed is
+the environment's.  WARNING and above still reach the log.
 """
 
 from __future__ import annotations
