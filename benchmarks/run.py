@@ -387,6 +387,23 @@ class RawDriver:
                 raise RuntimeError("server closed")
             self.buf += chunk
 
+    def first_round(self, timeout: float = 30.0) -> None:
+        """Round 0, resent every second until an ACTION comes back.
+
+        The aggregator may still be starting (the original imports torch
+        first: a second or more on a loaded machine), and frames sent before
+        it joins ``logits`` are lost.  A resent frame replaces the first one
+        from the same model, so the round completes once.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.round(0, timeout=1.0)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
     def close(self):
         self.models.close()
         self.env.close()
@@ -398,7 +415,8 @@ def _measure_loop(agg_cmd: list[str], port: int, rounds: int, warmup: int) -> di
             time.sleep(1.0 if "original" in " ".join(agg_cmd) else 0.5)
             driver = RawDriver(port)
             time.sleep(0.3)
-            for k in range(warmup):
+            driver.first_round()
+            for k in range(1, warmup):
                 driver.round(k)
             cpu0, t0 = _cpu_seconds(agg.pid), time.perf_counter()
             for k in range(rounds):

@@ -149,8 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             return run_demo(
-                seed=settings.seed, rule=settings.rule, temperature=settings.temperature
+                seed=settings.seed,
+                rule=settings.rule,
+                temperature=settings.temperature,
+                models=settings.models,
             )
+        except ValueError as exc:  # --models out of the demo's range
+            print(f"agg-client: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except (OSError, TimeoutError) as exc:
             print(f"agg-client: the demo failed: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE

@@ -3,11 +3,12 @@
 It sends an observation to the ``observation`` room, waits for the
 aggregator's ``{"ACTION": [a]}`` in the ``action`` room, applies ``a`` and
 sends the next observation.  It stops after ``ROUNDS`` steps (first
-argument; default 200).
+argument; default 200) and prints how long they took.
 """
 
 import math
 import sys
+import time
 import uuid
 
 import numpy as np
@@ -55,6 +56,7 @@ client.join_room("action")
 env = CartPole()
 observation = env.reset()
 episodes = []
+started = time.perf_counter()
 for _ in range(ROUNDS):
     send(client, "observation", OBSERVATION=observation)
     msg = client.receive()
@@ -66,5 +68,9 @@ for _ in range(ROUNDS):
     if done:
         episodes.append(env.steps)
         observation = env.reset()
-print(f"environment: {ROUNDS} steps, {len(episodes)} episodes finished")
+elapsed = time.perf_counter() - started
+print(
+    f"environment: {ROUNDS} steps in {elapsed:.1f} s ({ROUNDS / elapsed:.1f} steps/s), "
+    f"{len(episodes)} episodes finished"
+)
 client.close()

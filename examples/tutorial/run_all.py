@@ -50,7 +50,7 @@ try:
         )
     )
     procs += [start("model.py", str(i)) for i in range(models)]
-    time.sleep(1.0)
+    time.sleep(2.0)  # every model connected and in its rooms before the first step
     evolution = start("evolution.py", "2", "1.0")
     environment = start("environment.py", ROUNDS)
     code = environment.wait(timeout=300) or evolution.wait(timeout=60)
