@@ -24,13 +24,21 @@ loads neither (nor swergio).
 """
 
 from ._aggregator import Aggregator, UnknownModelError
-from ._math import Aggregation, aggregate, softmax
+from ._math import (
+    Aggregation,
+    RoundResult,
+    SingleModelBatchWarning,
+    aggregate,
+    softmax,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Aggregation",
     "Aggregator",
+    "RoundResult",
+    "SingleModelBatchWarning",
     "UnknownModelError",
     "__version__",
     "aggregate",

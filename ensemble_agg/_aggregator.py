@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._math import Aggregation, RNGLike, _aggregate_checked, _rng, _rows_fast
+from ._math import RNGLike, RoundResult, _aggregate_checked, _rng, _rows_fast
 from ._validation import (
     as_row,
     check_nonnegative,
@@ -65,7 +65,7 @@ class Expiry(NamedTuple):
 
     Attributes
     ----------
-    result : AggregatorResult or None
+    result : RoundResult or None
         The round's result, or ``None`` if it was discarded.
     present : tuple
         Ids that had submitted, in arrival order.
@@ -75,7 +75,7 @@ class Expiry(NamedTuple):
         Why the round could not be aggregated, if it was discarded.
     """
 
-    result: Aggregation | None
+    result: RoundResult | None
     present: tuple[Hashable, ...]
     missing: tuple[Hashable, ...]
     error: str | None
@@ -256,7 +256,7 @@ class Aggregator:
         deterministic: bool = False,
         *,
         now: float | None = None,
-    ) -> Aggregation | None:
+    ) -> RoundResult | None:
         """Store one model's logits for the open round.
 
         Parameters
@@ -276,7 +276,7 @@ class Aggregator:
 
         Returns
         -------
-        Aggregation or None
+        RoundResult or None
             ``None`` while the round is incomplete; when it completes, the
             result with `contribution` as a ``dict`` from model id to float.
 
@@ -301,7 +301,7 @@ class Aggregator:
         row: list[float],
         deterministic: bool = False,
         now: float | None = None,
-    ) -> Aggregation | None:
+    ) -> RoundResult | None:
         """:meth:`submit` for a row that :func:`~._validation.as_row` made.
 
         For the wire edge, which converts and checks a message's LOGITS once
@@ -319,7 +319,7 @@ class Aggregator:
         deterministic: bool,
         now: float | None,
         replacing: bool,
-    ) -> Aggregation | None:
+    ) -> RoundResult | None:
         self._check_width(model_id, len(row), replacing=replacing)
         if not self._round:
             self._opened_at = now
@@ -338,7 +338,7 @@ class Aggregator:
         self._last_deterministic = bool(deterministic)
         return result
 
-    def close_round(self, deterministic: bool | None = None) -> Aggregation | None:
+    def close_round(self, deterministic: bool | None = None) -> RoundResult | None:
         """Aggregate the open round now, with the models present.
 
         For a straggler deadline.  Returns ``None`` if nobody has submitted.
@@ -482,7 +482,7 @@ class Aggregator:
                 f"actions (set by its first submission)"
             )
 
-    def _finish(self, deterministic: bool) -> Aggregation:
+    def _finish(self, deterministic: bool) -> RoundResult:
         ids = list(self._round)
         w = None
         if self._weights is not None:
@@ -508,4 +508,4 @@ class Aggregator:
         self._last_ids = tuple(ids)
         self._round.clear()
         self.rounds += 1
-        return Aggregation(result.action, shares, result.probs)
+        return RoundResult(result.action, shares, result.probs)

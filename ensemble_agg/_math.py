@@ -21,8 +21,9 @@ actions outside the support get probability exactly 0 and are never drawn.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
-from typing import Any, NamedTuple
+import warnings
+from collections.abc import Hashable, Mapping
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -38,13 +39,28 @@ from ._validation import (
     diagnose_logits,
 )
 
-__all__ = ["Aggregation", "aggregate", "softmax"]
+__all__ = [
+    "Aggregation",
+    "RoundResult",
+    "SingleModelBatchWarning",
+    "aggregate",
+    "softmax",
+]
 
 RNGLike = None | int | np.random.SeedSequence | np.random.Generator | UniformSource
 
 
-class Aggregation(NamedTuple):
+#: The type of :attr:`Aggregation.contribution`: an array, or a dict by model id.
+ContributionT = TypeVar("ContributionT")
+
+
+class Aggregation(NamedTuple, Generic[ContributionT]):
     """The result of combining one step's (or a batch of steps') logits.
+
+    Generic in the type of `contribution`: ``Aggregation[FloatArray]`` from
+    :func:`aggregate` on arrays, ``Aggregation[dict[Hashable, float]]``
+    (alias :data:`RoundResult`) from :func:`aggregate` on a mapping and from
+    :class:`~ensemble_agg.Aggregator`.
 
     Attributes
     ----------
@@ -54,16 +70,20 @@ class Aggregation(NamedTuple):
     contribution : numpy.ndarray or dict
         Each model's share of the chosen action, ``w_i p_i(a) / sum_j w_j
         p_j(a)``; shape ``(n_models,)`` or ``(*batch, n_models)``, summing to 1
-        over models.  :class:`~ensemble_agg.Aggregator` returns a ``dict``
-        from model id to ``float`` instead.
+        over models; a ``dict`` from model id to ``float`` for mapping input
+        and from :class:`~ensemble_agg.Aggregator`.
     probs : numpy.ndarray
         The ensemble distribution ``P``, shape ``(n_actions,)`` or
         ``(*batch, n_actions)``, summing to 1.
     """
 
     action: Any
-    contribution: Any
+    contribution: ContributionT
     probs: FloatArray
+
+
+#: What :class:`~ensemble_agg.Aggregator` returns for a round.
+RoundResult = Aggregation[dict[Hashable, float]]
 
 
 def softmax(logits: Any, axis: int = -1) -> FloatArray:
@@ -424,6 +444,30 @@ def _raise_empty_support(probs: FloatArray, rule: str) -> None:
     )
 
 
+@overload
+def aggregate(
+    logits: Mapping[Any, Any],
+    *,
+    deterministic: bool = ...,
+    rng: RNGLike = ...,
+    weights: Any = ...,
+    rule: str = ...,
+    temperature: float = ...,
+) -> RoundResult: ...
+
+
+@overload
+def aggregate(
+    logits: Any,
+    *,
+    deterministic: bool = ...,
+    rng: RNGLike = ...,
+    weights: Any = ...,
+    rule: str = ...,
+    temperature: float = ...,
+) -> Aggregation[FloatArray]: ...
+
+
 def aggregate(
     logits: Any,
     *,
@@ -432,17 +476,22 @@ def aggregate(
     weights: Any = None,
     rule: str = "sum",
     temperature: float = 1.0,
-) -> Aggregation:
+) -> Aggregation[Any]:
     """Combine several models' action logits into one action.
 
     Parameters
     ----------
-    logits : array_like or dask.array.Array
+    logits : array_like, mapping or dask.array.Array
         Shape ``(n_models, n_actions)``, or ``(*batch, n_models, n_actions)``
         for many independent steps.  float32 arrays are computed in float32,
         everything else in float64.  ``-inf`` marks an action the model
-        forbids.  A dask array (optional extra ``ensemble-agg[dask]``) gives a
-        lazy result; see Notes.
+        forbids.  A mapping ``{model_id: row}`` (each row of shape
+        ``(n_actions,)`` or ``(1, n_actions)``, as a policy returns it) is one
+        step; `contribution` is then a ``dict`` keyed by the same ids.  Shape
+        ``(n, 1, n_actions)`` means ``n`` steps of one model each and warns
+        (:class:`SingleModelBatchWarning`): it is what stacking ``n``
+        policies' ``(1, n_actions)`` outputs gives.  A dask array (optional
+        extra ``ensemble-agg[dask]``) gives a lazy result; see Notes.
     deterministic : bool, optional
         If true, take the most probable action (ties: lowest index).  If
         false (default), draw it from the ensemble distribution.
@@ -452,9 +501,10 @@ def aggregate(
         for the same inputs on every call, however the batch is chunked (see
         Notes); a ``Generator`` is drawn from in sequence.  Unused when
         `deterministic` is true.
-    weights : array_like, optional
-        Non-negative weight per model, shape ``(n_models,)``, not all zero.
-        Default: every model weighs 1.
+    weights : array_like or mapping, optional
+        Non-negative weight per model, shape ``(n_models,)``, not all zero;
+        with mapping `logits`, also a mapping from id to weight (missing ids
+        weigh 1).  Default: every model weighs 1.
     rule : {"sum", "product", "majority", "rank"}, optional
         How member policies combine; see Notes.  Default ``"sum"``, the rule
         of the original torch component.
@@ -544,6 +594,13 @@ def aggregate(
     >>> aggregate(masked, rng=7).action
     0
 
+    One step as the original component held it, ``{model_id: logits}``:
+
+    >>> step = {"a": [[2.0, 0.0]], "b": [[0.0, 1.0]], "c": [[1.0, 1.0]]}
+    >>> result = aggregate(step, deterministic=True)
+    >>> {k: round(v, 4) for k, v in result.contribution.items()}
+    {'a': 0.5339, 'b': 0.163, 'c': 0.3031}
+
     Many steps at once:
 
     >>> import numpy as np
@@ -556,6 +613,15 @@ def aggregate(
         options = {"deterministic": deterministic, "rng": rng, "weights": weights}
         options.update(rule=rule, temperature=temperature)
         return _aggregate_lazy(logits, options)
+    if isinstance(logits, Mapping):
+        return _aggregate_mapping(
+            logits,
+            deterministic=deterministic,
+            rng=rng,
+            weights=weights,
+            rule=rule,
+            temperature=temperature,
+        )
     if not deterministic:
         rng = _sampling_rng(rng)
     if (
@@ -570,10 +636,62 @@ def aggregate(
         if fast is not None:
             return fast
     x = as_logits(logits)
+    if x.ndim == 3 and x.shape[1] == 1 and x.shape[0] > 1:
+        warnings.warn(
+            f"logits of shape {x.shape} are read as {x.shape[0]} steps of ONE "
+            f"model each (every contribution is 1).  If they are "
+            f"{x.shape[0]} models' outputs of shape (1, n_actions), stacked, "
+            f"pass logits[:, 0] (shape {(x.shape[0], x.shape[2])}) or a dict "
+            f"{{model_id: row}}.",
+            SingleModelBatchWarning,
+            stacklevel=2,
+        )
     rule = check_rule(rule)
     t = check_temperature(temperature)
     w = None if weights is None else check_weights(weights, x.shape[-2], x.dtype)
     return _aggregate_checked(x, w, rule, t, bool(deterministic), rng)
+
+
+class SingleModelBatchWarning(UserWarning):
+    """``aggregate`` got shape ``(n, 1, n_actions)``: ``n`` one-model steps.
+
+    That is what a stack of ``n`` policies' ``(1, n_actions)`` outputs looks
+    like, which is almost always meant as one step of ``n`` models.
+    """
+
+
+def _aggregate_mapping(logits: Mapping[Any, Any], **options: Any) -> RoundResult:
+    """:func:`aggregate` for ``{model_id: row}``; ``contribution`` keyed by id."""
+    ids = list(logits)
+    if not ids:
+        raise ValueError("logits is an empty mapping; need at least one model")
+    rows = []
+    for model_id in ids:
+        row = np.asarray(logits[model_id])
+        if row.ndim == 2 and row.shape[0] == 1:
+            row = row[0]  # a policy's (1, n_actions) output
+        if row.ndim != 1:
+            raise ValueError(
+                f"logits of model {model_id!r} must have shape (n_actions,) or "
+                f"(1, n_actions); got shape {row.shape}"
+            )
+        rows.append(row)
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        raise ValueError(
+            "models have different numbers of actions: "
+            + ", ".join(f"{i!r}: {len(r)}" for i, r in zip(ids, rows, strict=True))
+        )
+    x = np.stack(rows)  # float32 rows stay float32, as for an array
+    weights = options.pop("weights")
+    if isinstance(weights, Mapping):
+        unknown = [k for k in weights if k not in logits]
+        if unknown:
+            raise ValueError(f"weights name ids that logits has not: {unknown[:5]!r}")
+        weights = [weights.get(i, 1.0) for i in ids]
+    result = aggregate(x, weights=weights, **options)
+    shares = dict(zip(ids, result.contribution.tolist(), strict=True))
+    return Aggregation(result.action, shares, result.probs)
 
 
 def _aggregate_lazy(logits: Any, options: dict[str, Any]) -> Aggregation:

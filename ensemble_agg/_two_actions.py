@@ -26,9 +26,6 @@ from ._validation import FloatArray
 
 __all__ = ["sum_two_actions_batched", "sum_two_actions_rows"]
 
-_exp = math.exp
-_INF = math.inf
-
 
 def sum_two_actions_rows(
     rows: Any,

@@ -282,3 +282,53 @@ def test_round_equals_aggregate_of_the_stacked_logits(n_models, weighted):
     np.testing.assert_allclose(
         [result.contribution[i] for i in ids], expected.contribution, rtol=1e-12
     )
+
+
+class TestExpire:
+    """The straggler deadline, decided by the aggregator on the caller's clock."""
+
+    def test_round_expires_at_the_timeout_with_the_models_present(self):
+        agg = Aggregator(3, model_ids=["a", "b", "c"], rng=0)
+        assert agg.expire(now=5.0, timeout=1.0) is None  # nothing open
+        agg.submit("a", [2.0, 0.0], deterministic=True, now=10.0)
+        agg.submit("b", [1.0, 0.0], now=10.5)
+        assert agg.expire(now=10.999, timeout=1.0) is None
+        expiry = agg.expire(now=11.0, timeout=1.0)
+        assert expiry.error is None and expiry.result.action in (0, 1)
+        assert expiry.present == ("a", "b") and expiry.missing == ("c",)
+        assert set(expiry.result.contribution) == {"a", "b"}
+        assert agg.pending == () and agg.rounds == 1 and agg.rounds_closed_early == 1
+        assert agg.expire(now=100.0, timeout=1.0) is None  # the next round is empty
+
+    def test_round_that_cannot_be_aggregated_is_discarded(self):
+        agg = Aggregator(3, weights={"a": 0.0}, rng=0)
+        agg.submit("a", [1.0, 0.0], now=0.0)
+        expiry = agg.expire(now=2.0, timeout=1.0)
+        assert expiry.result is None and "weight 0" in expiry.error
+        assert agg.pending == () and agg.contributions == {}
+
+    def test_round_opened_without_a_clock_never_expires(self):
+        agg = Aggregator(2)
+        agg.submit("a", [1.0, 0.0])
+        assert agg.expire(now=1e9, timeout=0.1) is None
+
+
+def test_protocol_tick_sends_the_early_action_on_a_fake_clock():
+    from ensemble_agg._protocol import AggregatorProtocol, Rooms
+    from ensemble_agg._wire import Frame
+
+    protocol = AggregatorProtocol(
+        Aggregator(2, rng=0), Rooms(), max_actions=8, step_timeout=0.5
+    )
+    message = {
+        "TYPE": "DATA/CUSTOM",
+        "TO_ROOM": "logits",
+        "LOGITS": [0.0, 1.0],
+        "COMPONENT_ID": "a",
+        "DETERMINISTIC": True,
+    }
+    assert protocol.handle_frame(Frame(message), now=100.0) == []
+    assert protocol.tick(now=100.49) == []
+    (out,) = protocol.tick(now=100.5)
+    assert out.message["ACTION"] == [1] and out.message["TO_ROOM"] == "action"
+    assert protocol.counters.early == 1 and protocol.counters.rounds == 1

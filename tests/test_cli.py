@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -117,14 +118,19 @@ def test_max_ids_below_models_is_a_usage_error(capsys):
 
 
 def test_installed_command_and_module_agree():
-    out = subprocess.run(
-        [sys.executable, "-m", "ensemble_agg", "--version"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    assert out.strip() == f"agg-client {__version__}"
+    # The script pip put beside this interpreter, and python -m ensemble_agg.
+    script = Path(sys.executable).with_name("agg-client")
+    assert script.exists(), f"agg-client is not installed beside {sys.executable}"
+    outputs = [
+        subprocess.run(
+            command, capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+        for command in (
+            [str(script), "--version"],
+            [sys.executable, "-m", "ensemble_agg", "--version"],
+        )
+    ]
+    assert outputs == [f"agg-client {__version__}"] * 2
 
 
 def test_demo_runs_by_itself_in_under_30_s():

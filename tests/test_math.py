@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from ensemble_agg import Aggregation, aggregate, softmax
+from ensemble_agg import Aggregation, SingleModelBatchWarning, aggregate, softmax
 
 LN3, LN4 = math.log(3.0), math.log(4.0)
 # Member policies chosen so every probability is a simple fraction:
@@ -142,10 +143,13 @@ class TestGolden:
         np.testing.assert_array_equal(r.probs, [1.0, 0.0])
 
     def test_returns_named_tuple(self):
-        r = aggregate(GOLDEN, rng=0)
+        r = aggregate(GOLDEN, deterministic=True)
         assert isinstance(r, Aggregation)
-        action, contribution, probs = r
-        assert (action, contribution, probs) == (r.action, r.contribution, r.probs)
+        assert r._fields == ("action", "contribution", "probs")
+        action, contribution, probs = r  # unpacks in field order
+        assert type(action) is int and action == int(np.argmax(probs))
+        assert contribution.shape == (len(GOLDEN),) and probs.shape == (2,)
+        assert math.isclose(contribution.sum(), 1.0) and math.isclose(probs.sum(), 1.0)
 
 
 class TestDtypes:
@@ -329,3 +333,61 @@ class TestProperties:
         assert r.probs.dtype == np.float32
         assert np.isfinite(r.probs).all() and np.isfinite(r.contribution).all()
         np.testing.assert_allclose(r.contribution.sum(), 1.0, rtol=1e-5)
+
+
+class TestMappingInput:
+    """``aggregate({model_id: row})``, as the original component held a step."""
+
+    def test_equals_the_array_form_with_contribution_by_id(self):
+        rows = {"a": [[2.0, 0.0, -1.0]], "b": np.array([0.0, 1.0, 0.5]), "c": [1, 1, 1]}
+        got = aggregate(rows, rng=3, rule="product")
+        want = aggregate(
+            [[2.0, 0.0, -1.0], [0.0, 1.0, 0.5], [1, 1, 1]], rng=3, rule="product"
+        )
+        assert got.action == want.action
+        np.testing.assert_array_equal(got.probs, want.probs)
+        assert list(got.contribution) == ["a", "b", "c"]
+        np.testing.assert_array_equal(
+            list(got.contribution.values()), want.contribution
+        )
+
+    def test_weights_by_id_missing_ids_weigh_one(self):
+        rows = {"a": [2.0, 0.0], "b": [0.0, 1.0]}
+        got = aggregate(rows, weights={"b": 3.0}, deterministic=True)
+        want = aggregate(list(rows.values()), weights=[1.0, 3.0], deterministic=True)
+        np.testing.assert_allclose(list(got.contribution.values()), want.contribution)
+
+    def test_float32_rows_stay_float32(self):
+        rows = {"a": np.zeros(2, np.float32), "b": np.ones(2, np.float32)}
+        assert aggregate(rows, deterministic=True).probs.dtype == np.float32
+
+    @pytest.mark.parametrize(
+        ("rows", "words"),
+        [
+            ({}, "empty mapping"),
+            ({"a": [1.0, 2.0], "b": [1.0, 2.0, 3.0]}, "different numbers of actions"),
+            ({"a": [[1.0, 2.0], [3.0, 4.0]]}, "shape (n_actions,) or (1, n_actions)"),
+            ({"a": [float("nan"), 0.0]}, "NaN"),
+        ],
+    )
+    def test_bad_mappings_name_the_problem(self, rows, words):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            aggregate(rows)
+
+    def test_unknown_weight_ids_are_an_error(self):
+        with pytest.raises(ValueError, match="weights name ids"):
+            aggregate({"a": [0.0, 1.0]}, weights={"z": 1.0})
+
+
+def test_stacked_single_row_policies_warn():
+    stacked = np.zeros((20, 1, 18))  # twenty policies' (1, n_actions) outputs
+    with pytest.warns(SingleModelBatchWarning, match=r"logits\[:, 0\]"):
+        result = aggregate(stacked, deterministic=True)
+    assert result.contribution.shape == (20, 1)
+
+
+def test_huge_integers_are_a_clear_error():
+    with pytest.raises(ValueError, match="too large for a float"):
+        aggregate([[10**310, 1], [0, 1]])
+    fits = aggregate([[-(2**63), 10**308, 10**308, 1e16], [0, 0, 0, 0]], rng=0)
+    assert np.isfinite(fits.probs).all()
