@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._math import RNGLike, RoundResult, _aggregate_checked, _rng, _rows_fast
+from ._math import RNGLike, RoundResult, _aggregate_checked, _rng
 from ._validation import (
     as_row,
     check_nonnegative,
@@ -493,14 +493,15 @@ class Aggregator:
                     f"one must count"
                 )
         rows = list(self._round.values())
-        result = _rows_fast(
-            rows, w, self.rule, self.temperature, deterministic, self._rng
+        result = _aggregate_checked(
+            rows,
+            w,
+            self.rule,
+            self.temperature,
+            deterministic,
+            None if deterministic else self._rng,
+            ids,
         )
-        if result is None:
-            x = np.array(rows, dtype=np.float64)
-            result = _aggregate_checked(
-                x, w, self.rule, self.temperature, deterministic, self._rng, ids
-            )
         tally = self._tally
         shares = dict(zip(ids, result.contribution.tolist(), strict=True))
         for model_id, share in shares.items():

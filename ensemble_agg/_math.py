@@ -195,11 +195,6 @@ class _Members(NamedTuple):
     coef: FloatArray
 
 
-# Up to this many models the pure-Python two-action path beats NumPy for one
-# step (measured: about 140 ns a model against a few microseconds of NumPy
-# call overhead); beyond it NumPy's per-element cost wins.
-_ROWS_MAX = 64
-
 # Beyond these logit ranges one shift for the whole array could underflow a
 # model's every probability; then each model is shifted by its own max.
 _GLOBAL_SHIFT_RANGE = {np.dtype(np.float64): 600.0, np.dtype(np.float32): 80.0}
@@ -311,65 +306,84 @@ def _sample(probs: FloatArray, rng: np.random.Generator | UniformSource) -> Any:
     return a
 
 
+#: Random numbers for one call: a Generator drawn in sequence, or uniforms by
+#: step index (``_random``); ``None`` when the action is the argmax.
+Source = np.random.Generator | UniformSource | None
+
+
 def _aggregate_checked(
-    x: FloatArray,
+    x: FloatArray | list[list[float]],
     w: FloatArray | None,
     rule: str,
     t: float,
     deterministic: bool,
-    rng: RNGLike,
+    source: Source,
     ids: list[Hashable] | None = None,
-) -> Aggregation:
-    """Aggregate validated ``x`` (shape ``(*batch, n_models, n_actions)``).
+) -> Aggregation[FloatArray]:
+    """Aggregate checked logits: the one place that chooses a code path.
 
-    Takes the two-action fast path where it applies, else
-    :func:`_aggregate_general`.  Raises ``ValueError`` if the data turn out
-    invalid; ``ids`` names the models in error messages.
+    ``x`` is an array of shape ``(*batch, n_models, n_actions)``, or one
+    step as a list of equal-length lists of floats (the :class:`Aggregator`'s
+    rows, made by ``as_row``).  ``source`` is resolved by the caller once.
+    The default rule over two actions takes a fast path of
+    ``_two_actions.py``, pure Python for one step of a few models, NumPy for
+    a batch; everything else, and anything a fast path declines, takes
+    :func:`_aggregate_general`, the reference they are tested against.
+    Raises ``ValueError`` if the data turn out invalid; ``ids`` names the
+    models in error messages.
     """
-    # One errstate for the whole computation (entering one costs more than a
-    # small step's arithmetic): overflow to inf and NaN are expected on the
-    # way (exp of large differences, -inf - -inf for a dead model) and are
-    # either the right limit or caught by the NaN checks on the result.
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        if rule == "sum" and t == 1.0 and x.shape[-1] == 2:
-            if x.ndim == 2 and x.dtype == np.float64 and len(x) <= _ROWS_MAX:
-                rows = _rows_fast(x.tolist(), w, rule, t, deterministic, rng)
-                if rows is not None:
-                    return rows
-            else:
-                gen = None if deterministic else _rng(rng)
-                fast = sum_two_actions_batched(x, w, deterministic, gen)
+    if rule == "sum" and t == 1.0:
+        if isinstance(x, list):
+            if w is None and len(x[0]) == 2 and len(x) <= _ROWS_MAX:
+                fast = _two_action_rows(x, deterministic, source)
                 if fast is not None:
-                    a, contribution, probs = fast
-                    return Aggregation(
-                        int(a) if x.ndim == 2 else a, contribution, probs
-                    )
-                rng = gen  # nothing was drawn from it
-        return _aggregate_general(x, w, rule, t, deterministic, rng, ids)
+                    return fast
+        elif x.shape[-1] == 2:
+            if (
+                x.ndim == 2
+                and w is None
+                and x.dtype == np.float64
+                and len(x) <= _ROWS_MAX
+            ):
+                fast = _two_action_rows(x.tolist(), deterministic, source)
+            else:
+                fast = _two_action_batch(x, w, deterministic, source)
+            if fast is not None:
+                return fast
+    arr = np.array(x, dtype=np.float64) if isinstance(x, list) else x
+    return _aggregate_general(arr, w, rule, t, deterministic, source, ids)
 
 
-def _rows_fast(
-    rows: Any,
-    w: FloatArray | None,
-    rule: str,
-    t: float,
-    deterministic: bool,
-    rng: RNGLike,
-) -> Aggregation | None:
-    """One step as Python rows through the pure-Python two-action path, if it applies.
+# Up to this many models the pure-Python two-action path beats NumPy for one
+# step (measured: about 140 ns a model against a few microseconds of NumPy
+# call overhead); beyond it NumPy's per-element cost wins.
+_ROWS_MAX = 64
 
-    It applies to the default rule (``"sum"``, ``T = 1``, no weights) and at
-    most ``_ROWS_MAX`` models.  Returns ``None`` otherwise, or when the rows
-    are not valid pairs of numbers; nothing is drawn from ``rng`` then, so
-    the caller may seed again from the same ``rng`` and get the same draws.
+
+def _two_action_rows(
+    rows: Any, deterministic: bool, source: Source
+) -> Aggregation[FloatArray] | None:
+    """One step of Python ``[l0, l1]`` rows, ``"sum"``, ``T = 1``, no weights.
+
+    ``None`` (nothing drawn from ``source``) for rows that are not finite
+    pairs of numbers: the fast path checks as it computes, so unchecked
+    lists may be tried first and checked fully only when it declines.
     """
-    if w is not None or rule != "sum" or t != 1 or len(rows) > _ROWS_MAX:
-        return None
-    gen = None if deterministic else _rng(rng)
-    fast = sum_two_actions_rows(rows, deterministic, gen)
+    fast = sum_two_actions_rows(rows, deterministic, source)
+    return None if fast is None else Aggregation(*fast)
+
+
+def _two_action_batch(
+    x: FloatArray, w: FloatArray | None, deterministic: bool, source: Source
+) -> Aggregation[FloatArray] | None:
+    """``x`` of shape ``(*batch, n_models, 2)``, ``"sum"``, ``T = 1``; or ``None``."""
+    # exp overflows to inf for huge logit differences: the right limit.
+    with np.errstate(over="ignore", invalid="ignore"):
+        fast = sum_two_actions_batched(x, w, deterministic, source)
     if fast is None:
         return None
-    return tuple.__new__(Aggregation, fast)  # skips namedtuple's __new__
+    action, contribution, probs = fast
+    return Aggregation(int(action) if x.ndim == 2 else action, contribution, probs)
 
 
 def _aggregate_general(
@@ -378,28 +392,30 @@ def _aggregate_general(
     rule: str,
     t: float,
     deterministic: bool,
-    rng: RNGLike,
+    source: Source,
     ids: list[Hashable] | None = None,
-) -> Aggregation:
+) -> Aggregation[FloatArray]:
     """Every rule, any shape: the reference the fast paths are tested against.
-
-    Call it inside ``np.errstate(invalid="ignore", over="ignore",
-    divide="ignore")``, as :func:`_aggregate_checked` does.
 
     Raises ``ValueError`` if the data turn out invalid (NaN, ``+inf``, a
     model with every action forbidden, or an ensemble with an empty support).
     """
-    members, qsum, probs = _ensemble(x, w, rule, t)
-    if math.isnan(qsum.sum()):
-        diagnose_logits(x, ids)
-    if math.isnan(probs.sum()):
-        _raise_empty_support(probs, rule)
-    if deterministic:
-        a = probs.argmax(axis=-1)
-        action: Any = int(a) if probs.ndim == 1 else a
-    else:
-        action = _sample(probs, _rng(rng))
-    contribution = _contribution(x, w, members, qsum, action)
+    # Overflow to inf and NaN are expected on the way (exp of large
+    # differences, -inf - -inf for a dead model): they are the right limit,
+    # or caught by the NaN checks on the result.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        members, qsum, probs = _ensemble(x, w, rule, t)
+        if math.isnan(qsum.sum()):
+            diagnose_logits(x, ids)
+        if math.isnan(probs.sum()):
+            _raise_empty_support(probs, rule)
+        if deterministic:
+            a = probs.argmax(axis=-1)
+            action: Any = int(a) if probs.ndim == 1 else a
+        else:
+            assert source is not None
+            action = _sample(probs, source)
+        contribution = _contribution(x, w, members, qsum, action)
     return Aggregation(action, contribution, probs)
 
 
@@ -634,17 +650,18 @@ def aggregate(
             rule=rule,
             temperature=temperature,
         )
-    if not deterministic:
-        rng = _sampling_rng(rng)
+    source = None if deterministic else _sampling_rng(rng)
     if (
         type(logits) is list
         and weights is None
-        and type(rule) is str
-        and (type(temperature) is float or type(temperature) is int)
+        and rule == "sum"
+        and temperature == 1
+        and len(logits) <= _ROWS_MAX
     ):
-        # One step from a list of lists, as it comes off the wire; unchecked
-        # input that the fast path declines is checked below.
-        fast = _rows_fast(logits, None, rule, temperature, deterministic, rng)
+        # One step of a few models from a list of lists, as it comes off the
+        # wire: the two-action path checks as it computes, and what it
+        # declines is converted and checked in full below.
+        fast = _two_action_rows(logits, bool(deterministic), source)
         if fast is not None:
             return fast
     x = as_logits(logits)
@@ -661,7 +678,7 @@ def aggregate(
     rule = check_rule(rule)
     t = check_temperature(temperature)
     w = None if weights is None else check_weights(weights, x.shape[-2], x.dtype)
-    return _aggregate_checked(x, w, rule, t, bool(deterministic), rng)
+    return _aggregate_checked(x, w, rule, t, bool(deterministic), source)
 
 
 class SingleModelBatchWarning(UserWarning):
