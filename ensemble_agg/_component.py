@@ -193,7 +193,17 @@ class AggregatorComponent:
             self._save_state()
             client.close()
             self.log_stats()
-            logger.info("disconnected from %s:%d", s.server, s.port)
+            io = client.io
+            logger.info(
+                "disconnected from %s:%d; socket calls: recv=%d send=%d, "
+                "wake-ups with frames=%d, frames=%d",
+                s.server,
+                s.port,
+                io.recvs,
+                io.sends,
+                io.wakeups,
+                io.frames,
+            )
 
     def _guarded(self, step: Callable[[], list[Outgoing]]) -> None:
         """Run one protocol step and send its output; a bug here is logged, not fatal."""
@@ -356,11 +366,13 @@ class AggregatorComponent:
         elapsed = max(now - self._stats_since, 1e-9)
         rate = (c.rounds - self._rounds_then) / elapsed
         self._stats_since, self._rounds_then = now, c.rounds
-        skipped = self.client.skipped if self.client is not None else 0
+        client = self.client
+        skipped = client.skipped if client is not None else 0
+        per_wakeup = client.io.frames_per_wakeup if client is not None else 0.0
         logger.info(
             "stats: rounds=%d (%.1f/s) early_closed=%d discarded=%d dropped=%d "
             "skipped_frames=%d reconnects=%d gets=%d warnings_suppressed=%d "
-            "internal_errors=%d",
+            "internal_errors=%d frames_per_wakeup=%.2f",
             c.rounds,
             rate,
             c.early,
@@ -371,4 +383,5 @@ class AggregatorComponent:
             c.gets,
             self.protocol.warnings.suppressed,
             c.internal_errors,
+            per_wakeup,
         )

@@ -182,7 +182,6 @@ def as_row(values: Any, what: str) -> list[float]:
     ...
     ValueError: logits hold an integer too large for a float at action 1 ...
     """
-    flat = f"{what} must be a flat sequence of numbers; got {preview(values)}"
     try:
         # map(float, ...) alone would accept numeric strings ("1.5"); sum()
         # rejects strings, None and lists with a TypeError in one C loop.
@@ -196,7 +195,7 @@ def as_row(values: Any, what: str) -> list[float]:
     try:
         row = list(map(float, values))
     except TypeError:
-        raise TypeError(flat) from None
+        raise TypeError(_not_flat(values, what)) from None
     except OverflowError:
         big = next(i for i, v in enumerate(values) if abs(v) > 1e308)
         raise ValueError(
@@ -222,6 +221,10 @@ def as_row(values: Any, what: str) -> list[float]:
             f"must allow at least one action"
         )
     return row
+
+
+def _not_flat(values: Any, what: str) -> str:
+    return f"{what} must be a flat sequence of numbers; got {preview(values)}"
 
 
 def check_rule(rule: object) -> str:

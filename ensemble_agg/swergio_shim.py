@@ -43,6 +43,7 @@ Examples
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import socket
 import threading
@@ -56,7 +57,7 @@ from swergio import MESSAGE_TYPE, Client, Server
 
 from ._wire import Frame, FrameDecoder, FramingError, encode_frame
 
-__all__ = ["ConnectionLost", "TunedClient", "TunedServer", "tune_client"]
+__all__ = ["ConnectionLost", "IOCounters", "TunedClient", "TunedServer", "tune_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,21 @@ SEND_SLICE = 0.1
 CLOSE_TIMEOUT = 0.5
 #: Default cap on one frame's body; longer frames are skipped unread.
 DEFAULT_MAX_BODY = 64 << 20
+
+
+@dataclasses.dataclass
+class IOCounters:
+    """What a :class:`TunedClient` did on its sockets."""
+
+    recvs: int = 0
+    sends: int = 0
+    wakeups: int = 0
+    frames: int = 0
+
+    @property
+    def frames_per_wakeup(self) -> float:
+        """Frames decoded per read that returned any."""
+        return self.frames / self.wakeups if self.wakeups else 0.0
 
 
 class ConnectionLost(ConnectionError):
@@ -176,6 +192,10 @@ class TunedClient(Client):
         self.wanted = wanted
         self.stop = stop
         self.broken = False  # a send stopped mid-frame: the stream is unusable
+        #: Socket calls and wake-ups since construction, for the stats line
+        #: and the benchmarks: ``recv`` and ``send`` calls, and ``poll``
+        #: calls that returned at least one frame, with the frames they did.
+        self.io = IOCounters()
         self._frames: collections.deque[Frame] = collections.deque()
         self._decoder = FrameDecoder(format, header_length, max_body, wanted=wanted)
         super().__init__(name, server, port, format, header_length, **kwargs)
@@ -214,6 +234,7 @@ class TunedClient(Client):
         sent = 0
         deadline = None
         while sent < len(data):
+            self.io.sends += 1
             try:
                 sent += sock.send(view[sent:])
                 continue
@@ -258,6 +279,8 @@ class TunedClient(Client):
         # queued and is followed by non-blocking reads, a bounded number so a
         # fast sender cannot keep this call from returning.
         _set_timeout(sock, timeout)
+        io = self.io
+        io.recvs += 1
         try:
             data = sock.recv(_RECV_SIZE)
         except TimeoutError:
@@ -267,6 +290,7 @@ class TunedClient(Client):
         frames: list[Frame] = []
         for burst in range(_RECV_BURST):
             if burst:
+                io.recvs += 1
                 try:
                     data = sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
                 except (BlockingIOError, InterruptedError):
@@ -285,6 +309,9 @@ class TunedClient(Client):
                 ) from exc
             if len(data) < _RECV_SIZE:
                 break
+        if frames:
+            io.wakeups += 1
+            io.frames += len(frames)
         return frames
 
     def receive(self) -> dict[str, Any] | bool:
