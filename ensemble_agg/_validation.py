@@ -187,7 +187,7 @@ def as_row(values: Any, what: str) -> list[float]:
         # rejects strings, None and lists with a TypeError in one C loop.
         total = sum(values)
     except TypeError:
-        raise TypeError(flat) from None
+        raise TypeError(_not_flat(values, what)) from None
     except OverflowError:  # huge ints beside floats: map(float) tells which
         total = 0
     if isinstance(total, complex):
