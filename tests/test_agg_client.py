@@ -274,6 +274,8 @@ def test_unreachable_server_exits_non_zero_after_connect_timeout(agg):
     assert 0.5 < time.monotonic() - started < 5
     errors = [line for line in proc.log.splitlines() if line.startswith("agg-client:")]
     assert len(errors) == 1 and "cannot reach" in errors[0]
+    # the first failure says where it tried and how to change it
+    assert "--server/--port" in proc.log and "--connect-timeout" in proc.log
     assert "Traceback" not in proc.log
 
 
@@ -381,4 +383,18 @@ def test_stats_line_and_state_file_failure_while_running(server, agg, tmp_path):
         env.read_until(lambda m: "ACTION" in m)
     log = proc.wait_log("stats: rounds=2")
     assert log.count("ERROR") == 1 and "cannot write state file" in log
+    assert proc.proc.poll() is None
+
+
+def test_weights_option_weighs_models_by_id(server, agg):
+    proc = agg(server.port, "--models", "2", "--weights", "a=0,b=3")
+    peer = RawPeer(server.port, "models")
+    env = RawPeer(server.port, "environment", rooms=("action",))
+    evo = RawPeer(server.port, "evolution", rooms=("evolution",))
+    peer.send(logits_msg("a", [5.0, 0.0], True))  # weight 0: no say, no credit
+    peer.send(logits_msg("b", [0.0, 1.0], True))
+    assert env.read_until(lambda m: "ACTION" in m)["ACTION"] == [1]
+    evo.send(data("evolution", CMD="GET"))
+    tally = evo.read_until(lambda m: "CONTRIBUTION" in m)["CONTRIBUTION"]
+    assert tally == {"a": 0.0, "b": 1.0}
     assert proc.proc.poll() is None

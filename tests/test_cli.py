@@ -46,6 +46,17 @@ def test_help_and_version_exit_0(capsys):
         (["--model-ids", ","], "no model ids"),
         (["--model-ids", "@/no/such/file"], "cannot read"),
         (["--bogus"], "unrecognized arguments"),
+        (["--weights", "a=1,b"], "'b' is not ID=WEIGHT"),
+        (["--weights", "a=-1"], "the weight of 'a' must be finite and >= 0"),
+        (["--weights", "a=nan"], "the weight of 'a' must be finite and >= 0"),
+        (["--actions", "0"], "must be >= 1"),
+        (["--actions", "5000"], "--actions 5000 is more than --max-actions 4096"),
+        (["--max-frame-bytes", "x"], "not a number"),
+        (["--model-ids", "a,b", "--weights", "c=2"], "--model-ids does not list: c"),
+        (
+            ["--model-ids", "a", "--weights", "a=0"],
+            "every model in --model-ids weight 0",
+        ),
     ],
 )
 def test_usage_errors_exit_2(argv, words, capsys):
@@ -101,6 +112,29 @@ def test_environment_variables_set_defaults_and_flags_win(tmp_path):
     )
     assert args.model_ids == ["a", "b", "c"]
     assert build_parser(env).parse_args(["--port", "9002"]).port == 9002
+
+
+def test_weights_actions_and_frame_limit_from_flags_files_and_env(tmp_path):
+    weights = tmp_path / "weights.txt"
+    weights.write_text("# id=weight\nm00=2.5\nm01 = 0\n")
+    env = {
+        "AGG_WEIGHTS": f"@{weights}",
+        "AGG_ACTIONS": "18",
+        "AGG_MAX_FRAME_BYTES": "5000000",
+    }
+    args = build_parser(env).parse_args([])
+    assert args.weights == {"m00": 2.5, "m01": 0.0}
+    assert (args.actions, args.max_frame_bytes) == (18, 5_000_000)
+    args = build_parser(env).parse_args(["--weights", "a=1,b=0.5"])
+    assert args.weights == {"a": 1.0, "b": 0.5}
+
+
+def test_frame_limit_default_grows_with_max_actions():
+    from ensemble_agg._settings import Settings
+
+    assert Settings().frame_limit() == 1 << 20
+    assert Settings(max_actions=100_000).frame_limit() == 3_200_000
+    assert Settings(max_frame_bytes=4096).frame_limit() == 4096
 
 
 def test_bad_environment_variable_is_a_usage_error(capsys):
