@@ -195,7 +195,7 @@ class _Members(NamedTuple):
     coef: FloatArray
 
 
-# Beyond these logit ranges one shift for the whole array could underflow a
+# Beyond these logit ranges one shift for a whole step could underflow a
 # model's every probability; then each model is shifted by its own max.
 _GLOBAL_SHIFT_RANGE = {np.dtype(np.float64): 600.0, np.dtype(np.float32): 80.0}
 
@@ -203,24 +203,30 @@ _GLOBAL_SHIFT_RANGE = {np.dtype(np.float64): 600.0, np.dtype(np.float32): 80.0}
 def _members(x: FloatArray, w: FloatArray | None, per_model: bool) -> _Members:
     """Member policies of validated ``x``; NaN rows mark invalid input.
 
-    ``per_model`` shifts each model by its own max, which makes each step's
-    result independent of the rest of a batch to the last bit.
+    Every step is computed from its own logits alone (its own shift, sums
+    that never span steps), so a step's result does not depend on the batch
+    it came in, to the last bit: a dask array split any way gives the NumPy
+    result.  ``per_model`` shifts each model by its own max.
     """
     shift = None
     if not per_model:
-        # The usual case, all logits within a few hundred of each other, takes
-        # one global shift (two fast full-array reductions) instead of a max
-        # per model (a slow reduction over a short axis).  -inf, +inf and NaN
-        # fail the comparison and take the per-model shift, which is exact
-        # for -inf and makes NaN of the invalid rest.
-        hi = x.max()
+        # The usual case, a step's logits within a few hundred of each other,
+        # takes one shift per step (a reduction over the step's contiguous
+        # models x actions) instead of one per model (a slow reduction over a
+        # short axis).  -inf, +inf and NaN fail the comparison and take the
+        # per-model shift, which is exact for -inf and makes NaN of the rest.
+        axes = (-2, -1)
+        hi = x.max(axis=axes, keepdims=True)
         # (inf - inf and 1e308 - -1e308 are NaN and inf here: both fail.)
-        if hi - x.min() < _GLOBAL_SHIFT_RANGE[x.dtype]:
+        ok = hi - x.min(axis=axes, keepdims=True) < _GLOBAL_SHIFT_RANGE[x.dtype]
+        if ok.all():
             shift = hi
+        else:  # decided step by step, so a step's neighbours do not matter
+            shift = np.where(ok, hi, x.max(axis=-1, keepdims=True))
     if shift is None:
         shift = x.max(axis=-1, keepdims=True)
     e = np.exp(x - shift)
-    norm = e @ np.ones(x.shape[-1], dtype=x.dtype)
+    norm = e.sum(axis=-1)
     coef = 1.0 / norm if w is None else w / norm
     return _Members(e, coef)
 
@@ -250,8 +256,9 @@ def _ensemble(
     as NaN in ``P``.
     """
     members = _members(x, w, per_model=rule == "product")
-    # sum over models of coef_i * e_i, as one (batched) matrix product
-    qsum = (members.coef[..., None, :] @ members.e)[..., 0, :]
+    # sum over models of coef_i * e_i, one step at a time (a matrix product
+    # would let BLAS group steps, and a step's last bits with them)
+    qsum = (members.coef[..., :, None] * members.e).sum(axis=-2)
     if rule == "sum":
         s = qsum
         if t != 1.0:

@@ -93,8 +93,7 @@ def sum_two_actions_batched(
     Each member probability is ``1 / (1 + exp(-d))`` of the logit difference
     ``d``, which keeps full relative precision in both tails (``exp`` may
     overflow to ``inf``, giving the right limit 0).  Sums over models are
-    matrix-vector products with the weights (BLAS), and the chosen action's
-    column is picked by multiplying with 0/1 masks, which is exact and much
+    taken one step at a time, and the chosen action's column is picked by multiplying with 0/1 masks, which is exact and much
     faster than ``numpy.where`` on a random mask.
     """
     check = x.sum()
@@ -111,9 +110,14 @@ def sum_two_actions_batched(
     p0 = np.exp(d, out=d)
     p0 += 1.0
     np.reciprocal(p0, out=p0)
-    weights = np.ones(x.shape[-2], dtype=x.dtype) if w is None else w
-    s0 = p0 @ weights  # sum_i w_i p_i(0), as a BLAS matrix-vector product
-    s1 = p1 @ weights
+    # sum_i w_i p_i(a), one step at a time: a BLAS product would group steps
+    # and let a step's last bits depend on its neighbours.
+    if w is None:
+        s0 = p0.sum(axis=-1)
+        s1 = p1.sum(axis=-1)
+    else:
+        s0 = (p0 * w).sum(axis=-1)
+        s1 = (p1 * w).sum(axis=-1)
     total = s0 + s1
     if np.isnan(np.sum(total)):  # a model with both actions at -inf
         return None
