@@ -93,8 +93,9 @@ def sum_two_actions_batched(
     Each member probability is ``1 / (1 + exp(-d))`` of the logit difference
     ``d``, which keeps full relative precision in both tails (``exp`` may
     overflow to ``inf``, giving the right limit 0).  Sums over models are
-    taken one step at a time, and the chosen action's column is picked by multiplying with 0/1 masks, which is exact and much
-    faster than ``numpy.where`` on a random mask.
+    taken one step at a time, and the chosen action's column is picked by
+    multiplying with 0/1 masks, which is exact and much faster than
+    ``numpy.where`` on a random mask.
     """
     check = x.sum()
     if not check < np.inf:  # NaN or +inf somewhere (or a sum that overflowed)
