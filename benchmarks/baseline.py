@@ -1,18 +1,24 @@
 """PyTorch baselines: the original ``get_action`` and its vectorised form.
 
-``get_action`` is the original component's helper, unchanged.  ``batched``
-is what a torch user would write for many steps at once (softmax, sum over
-models, sample or argmax, contributions by gather), run on one thread.
+``get_action`` is the original component's helper (``03_aggregation.rst``),
+line for line, with two changes the tests need: ``squeeze()`` became
+``reshape(-1)`` (with one model the original's ``squeeze`` gives a 0-d
+tensor), and an optional ``action`` asks for the contributions of a given
+(sampled) action.  It also returns the ensemble distribution.  The parity
+tests (``tests/helpers.py``) use this same function.  ``batched`` is what a
+torch user would write for many steps at once (softmax, sum over models,
+sample or argmax, contributions by gather), run on one thread.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.distributions import Categorical
 from torch.distributions.utils import logits_to_probs
 
 
-def get_action(dict_actions_logits, deterministic=False):
+def get_action(dict_actions_logits, deterministic=False, action=None):
     all_probs = torch.stack(
         [
             logits_to_probs(torch.tensor(v).unsqueeze(0))
@@ -21,15 +27,16 @@ def get_action(dict_actions_logits, deterministic=False):
     )
     probs = all_probs.sum(0)
     dist = Categorical(probs=probs)
-    if deterministic:
-        action = torch.argmax(dist.probs, dim=1)
+    if action is not None:
+        action = np.array([action])
+    elif deterministic:
+        action = torch.argmax(dist.probs, dim=1).numpy()
     else:
-        action = dist.sample()
-    action = action.numpy()
+        action = dist.sample().numpy()
     ai = action[0]
-    ai_cont = (all_probs[:, :, ai].squeeze() / probs[:, ai]).numpy()
+    ai_cont = (all_probs[:, :, ai].reshape(-1) / probs[:, ai]).numpy()
     contribution = {k: ai_cont[i] for i, k in enumerate(dict_actions_logits.keys())}
-    return action, contribution
+    return action, contribution, dist.probs[0].numpy()
 
 
 def batched(x: torch.Tensor, deterministic: bool):

@@ -6,7 +6,6 @@ sends the next observation.  It stops after ``ROUNDS`` steps (first
 argument; default 200) and prints how long they took.
 """
 
-import math
 import sys
 import time
 import uuid
@@ -15,34 +14,10 @@ import numpy as np
 from common import FORMAT, HEADER_LENGTH, PORT, SERVER
 from swergio import Client
 
+# The classic cart-pole task (the same one agg-client --demo steps).
+from ensemble_agg._cartpole import CartPole
+
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-
-
-class CartPole:
-    """The classic cart-pole task, in a few lines of NumPy."""
-
-    def __init__(self):
-        self.rng = np.random.default_rng(0)
-        self.reset()
-
-    def reset(self):
-        self.state = self.rng.uniform(-0.05, 0.05, size=4)
-        self.steps = 0
-        return self.state.tolist()
-
-    def step(self, action):
-        _, x_dot, theta, theta_dot = self.state
-        force = 10.0 if action == 1 else -10.0
-        cos, sin = math.cos(theta), math.sin(theta)
-        temp = (force + 0.05 * theta_dot**2 * sin) / 1.1
-        theta_acc = (9.8 * sin - cos * temp) / (0.5 * (4 / 3 - 0.1 * cos**2 / 1.1))
-        x_acc = temp - 0.05 * theta_acc * cos / 1.1
-        self.state = self.state + 0.02 * np.array([x_dot, x_acc, theta_dot, theta_acc])
-        self.steps += 1
-        done = (
-            abs(self.state[0]) > 2.4 or abs(self.state[2]) > 0.2095 or self.steps >= 500
-        )
-        return self.state.tolist(), done
 
 
 def send(client, room, **fields):
@@ -53,7 +28,7 @@ def send(client, room, **fields):
 
 client = Client("environment", SERVER, PORT, FORMAT, HEADER_LENGTH)
 client.join_room("action")
-env = CartPole()
+env = CartPole(np.random.default_rng(0))
 observation = env.reset()
 episodes = []
 started = time.perf_counter()
