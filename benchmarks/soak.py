@@ -215,18 +215,23 @@ def run(seconds: float, evolution_every: float, big_mb: float) -> dict:
                     if "ACTION" in m:
                         counts["actions"] += 1
 
+        def read_evolution() -> None:
+            # Always reading: the room also carries the hostile peer's frames,
+            # and a member that stops reading stalls its server thread.
+            while not stop.is_set():
+                for m in evo.messages(0.2):
+                    if "CONTRIBUTION" in m:
+                        counts["contributions"] += 1
+
         def evolution() -> None:
             while not stop.wait(evolution_every):
                 evo.sock.sendall(big)
                 counts["big"] += 1
                 evo.sock.sendall(frame(msg("evolution", CMD="GET")))
-                for _ in range(100):
-                    if any("CONTRIBUTION" in m for m in evo.messages(0.1)):
-                        counts["contributions"] += 1
-                        break
 
         threads = [
-            threading.Thread(target=f, daemon=True) for f in (read_actions, evolution)
+            threading.Thread(target=f, daemon=True)
+            for f in (read_actions, read_evolution, evolution)
         ]
         for t in threads:
             t.start()
