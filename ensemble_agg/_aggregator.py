@@ -500,7 +500,6 @@ class Aggregator:
             self.temperature,
             deterministic,
             None if deterministic else self._rng,
-            ids,
         )
         tally = self._tally
         shares = dict(zip(ids, result.contribution.tolist(), strict=True))

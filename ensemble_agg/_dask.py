@@ -41,6 +41,7 @@ from ._validation import (
     as_logits,
     check_rule,
     check_temperature,
+    check_values,
     check_weights,
 )
 
@@ -177,12 +178,12 @@ def _aggregate_block(
             if batch_shape
             else StepUniforms(key)
         )
+    offset = tuple(start for start, _ in location)
+    check_values(x, step_offset=offset)  # errors name the step in the whole batch
     try:
         result = _aggregate_checked(x, w, rule, t, deterministic, source)
-    except ValueError as exc:
-        raise ValueError(
-            _globalise(str(exc), [start for start, _ in location])
-        ) from None
+    except ValueError as exc:  # an empty support: name the global step
+        raise ValueError(_globalise(str(exc), list(offset))) from None
     return np.asarray(result.action, dtype=np.intp), result.contribution, result.probs
 
 

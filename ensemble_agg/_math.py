@@ -9,13 +9,12 @@ them on data it has already checked.
 Theory of operation
 -------------------
 Every rule starts from the member distributions ``p_i = softmax(logits_i)``
-and builds an ensemble distribution ``P`` over actions.  Invalid input (NaN,
-``+inf``, a model with all logits at ``-inf``) always turns into NaN in
-``p_i``: ``x - max(x)`` is NaN for those rows.  So validity is checked once,
-on the finished ``P``, and the detailed diagnosis runs only on that error
-path.  An action is in the ensemble's support when some model with a
-positive weight allows it (``"product"``: when every such model allows it);
-actions outside the support get probability exactly 0 and are never drawn.
+and builds an ensemble distribution ``P`` over actions.  The logits were
+converted and checked once, by ``_validation`` (NaN, ``+inf``, a model with
+every action at ``-inf`` never get here).  An action is in the ensemble's
+support when some model with a positive weight allows it (``"product"``:
+when every such model allows it); actions outside the support get
+probability exactly 0 and are never drawn.
 
 What comes from ``scipy.special``, and what stays hand-written
 ----------------------------------------------------------------
@@ -49,7 +48,6 @@ from ._validation import (
     check_rule,
     check_temperature,
     check_weights,
-    diagnose_logits,
 )
 
 __all__ = [
@@ -325,7 +323,6 @@ def _aggregate_checked(
     t: float,
     deterministic: bool,
     source: Source,
-    ids: list[Hashable] | None = None,
 ) -> Aggregation[FloatArray]:
     """Aggregate checked logits: the one place that chooses a code path.
 
@@ -336,8 +333,8 @@ def _aggregate_checked(
     ``_two_actions.py``, pure Python for one step of a few models, NumPy for
     a batch; everything else, and anything a fast path declines, takes
     :func:`_aggregate_general`, the reference they are tested against.
-    Raises ``ValueError`` if the data turn out invalid; ``ids`` names the
-    models in error messages.
+    Raises ``ValueError`` only for an ensemble in which every action is
+    forbidden (the input itself was checked by ``as_logits`` or ``as_row``).
     """
     if rule == "sum" and t == 1.0:
         if isinstance(x, list):
@@ -353,12 +350,12 @@ def _aggregate_checked(
                 and len(x) <= _ROWS_MAX
             ):
                 fast = _two_action_rows(x.tolist(), deterministic, source)
+                if fast is not None:
+                    return fast
             else:
-                fast = _two_action_batch(x, w, deterministic, source)
-            if fast is not None:
-                return fast
+                return _two_action_batch(x, w, deterministic, source)
     arr = np.array(x, dtype=np.float64) if isinstance(x, list) else x
-    return _aggregate_general(arr, w, rule, t, deterministic, source, ids)
+    return _aggregate_general(arr, w, rule, t, deterministic, source)
 
 
 # Up to this many models the pure-Python two-action path beats NumPy for one
@@ -382,14 +379,13 @@ def _two_action_rows(
 
 def _two_action_batch(
     x: FloatArray, w: FloatArray | None, deterministic: bool, source: Source
-) -> Aggregation[FloatArray] | None:
-    """``x`` of shape ``(*batch, n_models, 2)``, ``"sum"``, ``T = 1``; or ``None``."""
+) -> Aggregation[FloatArray]:
+    """``x`` of shape ``(*batch, n_models, 2)``, ``"sum"``, ``T = 1``."""
     # exp overflows to inf for huge logit differences: the right limit.
     with np.errstate(over="ignore", invalid="ignore"):
-        fast = sum_two_actions_batched(x, w, deterministic, source)
-    if fast is None:
-        return None
-    action, contribution, probs = fast
+        action, contribution, probs = sum_two_actions_batched(
+            x, w, deterministic, source
+        )
     return Aggregation(int(action) if x.ndim == 2 else action, contribution, probs)
 
 
@@ -400,20 +396,17 @@ def _aggregate_general(
     t: float,
     deterministic: bool,
     source: Source,
-    ids: list[Hashable] | None = None,
 ) -> Aggregation[FloatArray]:
     """Every rule, any shape: the reference the fast paths are tested against.
 
-    Raises ``ValueError`` if the data turn out invalid (NaN, ``+inf``, a
-    model with every action forbidden, or an ensemble with an empty support).
+    Raises ``ValueError`` for an ensemble with an empty support (every action
+    forbidden by the models that count).
     """
     # Overflow to inf and NaN are expected on the way (exp of large
     # differences, -inf - -inf for a dead model): they are the right limit,
     # or caught by the NaN checks on the result.
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         members, qsum, probs = _ensemble(x, w, rule, t)
-        if math.isnan(qsum.sum()):
-            diagnose_logits(x, ids)
         if math.isnan(probs.sum()):
             _raise_empty_support(probs, rule)
         if deterministic:

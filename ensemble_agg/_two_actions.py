@@ -87,8 +87,8 @@ def sum_two_actions_batched(
     w: FloatArray | None,
     deterministic: bool,
     rng: np.random.Generator | UniformSource | None,
-) -> tuple[Any, FloatArray, FloatArray] | None:
-    """``(action, contribution, probs)`` for ``x`` of shape ``(*batch, n_models, 2)``.
+) -> tuple[Any, FloatArray, FloatArray]:
+    """``(action, contribution, probs)`` for checked ``x`` of shape ``(*batch, n_models, 2)``.
 
     Each member probability is ``1 / (1 + exp(-d))`` of the logit difference
     ``d``, which keeps full relative precision in both tails (``exp`` may
@@ -97,12 +97,9 @@ def sum_two_actions_batched(
     multiplying with 0/1 masks, which is exact and much faster than
     ``numpy.where`` on a random mask.
     """
-    check = x.sum()
-    if not check < np.inf:  # NaN or +inf somewhere (or a sum that overflowed)
-        return None
-    # Both actions at -inf make d NaN (caught below); an overflowing
-    # difference gives +-inf, whose probabilities 0 and 1 are the limit.  The
-    # caller has silenced NumPy's warnings for these.
+    # The logits were checked (no NaN, +inf or model with both actions at
+    # -inf).  An overflowing difference gives +-inf, whose probabilities 0 and
+    # 1 are the limit; the caller has silenced NumPy's warnings for it.
     d = x[..., 1] - x[..., 0]
     p1 = np.negative(d)
     np.exp(p1, out=p1)
@@ -120,8 +117,6 @@ def sum_two_actions_batched(
         s0 = (p0 * w).sum(axis=-1)
         s1 = (p1 * w).sum(axis=-1)
     total = s0 + s1
-    if np.isnan(np.sum(total)):  # a model with both actions at -inf
-        return None
     probs = np.stack([s0 / total, s1 / total], axis=-1)
     if deterministic:
         take1 = probs[..., 1] > probs[..., 0]

@@ -1,13 +1,12 @@
 """Input checks at the edge of the pure-math layer.
 
-Everything that enters :func:`ensemble_agg.aggregate` or
-:meth:`ensemble_agg.Aggregator.submit` passes through here once; the math in
-``_math.py`` trusts what it is given.  Messages follow one pattern: what is
-wrong, where (model and action index, counted from 0), and what was expected.
-
-The cheap checks run on every call.  The expensive diagnosis (which model, which
-action is NaN) runs only after the math found a NaN in its result, because NaN
-and ``+inf`` in the input always propagate to one (see ``diagnose_logits``).
+Everything that enters the math passes through here once: arrays through
+:func:`as_logits` (which :func:`ensemble_agg.aggregate` calls), one model's
+row through :func:`as_row` (which :meth:`ensemble_agg.Aggregator.submit` and
+the wire edge call).  Each converts and checks, and raises ``TypeError`` or
+``ValueError`` with one pattern of message: what is wrong, where (step,
+model and action, counted from 0), and what was expected.  The math in
+``_math.py`` trusts what they return.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import math
 import reprlib
 import warnings
-from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -28,9 +26,8 @@ __all__ = [
     "check_nonnegative",
     "check_rule",
     "check_temperature",
+    "check_values",
     "check_weights",
-    "describe_model",
-    "diagnose_logits",
     "preview",
 ]
 
@@ -84,19 +81,14 @@ def preview(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def describe_model(index: int, ids: list[Hashable] | None = None) -> str:
-    """Name model ``index`` for an error message, by id when ids are known."""
-    if ids is not None:
-        return f"model {ids[index]!r}"
-    return f"model {index}"
-
-
 def as_logits(logits: object, *, name: str = "logits") -> FloatArray:
-    """Convert ``logits`` to a float array of at least two dimensions.
+    """Convert ``logits`` to a float array of at least two dimensions, checked.
 
     float32 input stays float32; every other real input becomes float64.
     Raises ``TypeError`` for non-numeric data and ``ValueError`` for a wrong
-    number of dimensions or an empty models or actions axis.
+    number of dimensions, an empty models or actions axis, an integer too
+    large for a float, NaN, ``+inf`` or a model with every action at ``-inf``
+    (:func:`check_values`).  What it returns, the math trusts.
     """
     if isinstance(logits, np.ndarray) and logits.dtype == np.float32:
         arr: np.ndarray = logits
@@ -134,6 +126,7 @@ def as_logits(logits: object, *, name: str = "logits") -> FloatArray:
         raise ValueError(
             f"{name} has zero actions (shape {arr.shape}); need at least one"
         )
+    check_values(arr, name=name)
     return arr
 
 
@@ -304,36 +297,46 @@ def check_weights(weights: object, n_models: int, dtype: np.dtype[Any]) -> Float
     return w.astype(dtype, copy=False)
 
 
-def diagnose_logits(
-    x: np.ndarray, ids: list[Hashable] | None = None, *, name: str = "logits"
+def check_values(
+    x: np.ndarray,
+    *,
+    name: str = "logits",
+    step_offset: tuple[int, ...] | None = None,
 ) -> None:
     """Raise ``ValueError`` naming the first invalid entry of ``x``.
 
-    Called on the error path only, after the math produced a NaN.  Checks, in
-    order: NaN, ``+inf``, a model whose logits are all ``-inf``.  Returns
-    normally if ``x`` is valid.
+    Invalid are NaN, ``+inf`` and a model whose logits are all ``-inf``; the
+    message names the step (shifted by `step_offset`, for a block of a larger
+    batch), the model and the action.  One fast pass (the sum) clears the
+    usual input: it is finite, or ``-inf`` only where actions are masked;
+    the slower diagnosis runs only when the sum says there is something to
+    find.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = x.sum()
+    if total == total and total != np.inf and total != -np.inf:
+        return  # every entry finite
     for what, mask in (("NaN", np.isnan(x)), ("+inf", np.isposinf(x))):
         if mask.any():
             where = np.argwhere(mask)[0]
             raise ValueError(
-                f"{name} contain {what}: {_locate(where, x.shape, ids)}; "
+                f"{name} contain {what}: {_locate(where, x.shape, step_offset)}; "
                 f"logits must be finite or -inf (a forbidden action)"
             )
     dead = np.isneginf(x).all(axis=-1)
     if dead.any():
         where = np.argwhere(dead)[0]
+        place = _locate(where, x.shape[:-1], step_offset, with_action=False)
         raise ValueError(
-            f"{name}: {_locate(where, x.shape[:-1], ids, with_action=False)} has "
-            f"all actions at -inf (every action forbidden); a model must allow "
-            f"at least one action"
+            f"{name}: {place} has all actions at -inf (every action forbidden); "
+            f"a model must allow at least one action"
         )
 
 
 def _locate(
     where: np.ndarray,
     shape: tuple[int, ...],
-    ids: list[Hashable] | None,
+    step_offset: tuple[int, ...] | None,
     *,
     with_action: bool = True,
 ) -> str:
@@ -342,8 +345,11 @@ def _locate(
     parts = []
     n_batch = len(shape) - (2 if with_action else 1)
     if n_batch:
-        parts.append(f"step {tuple(idx[:n_batch])}")
-    parts.append(describe_model(idx[n_batch], ids))
+        step = idx[:n_batch]
+        if step_offset is not None:
+            step = [i + o for i, o in zip(step, step_offset, strict=True)]
+        parts.append(f"step {tuple(step)}")
+    parts.append(f"model {idx[n_batch]}")
     if with_action:
         parts.append(f"action {idx[n_batch + 1]}")
     return ", ".join(parts)
