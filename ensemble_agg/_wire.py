@@ -88,6 +88,8 @@ class Frame(NamedTuple):
 #: the decoder's ``wanted`` test says they cannot matter, refused if they
 #: are built of more containers than a message of numbers could be.
 LAZY_ABOVE = 1 << 16
+#: The first byte of a swergio body (``json.dumps`` of an object).
+_OPENERS = frozenset(b"{")
 #: A large body may hold at most one ``{`` or ``[`` per this many bytes: a
 #: decoded container costs 56 to 64 bytes of memory, so a body of empty
 #: objects would take some 30 times its size to decode.
@@ -146,9 +148,17 @@ class FrameDecoder:
         self.wanted = wanted
         #: Frames passed by unparsed: over ``max_body`` or not ``wanted``.
         self.skipped = 0
+        #: Times the stream was found out of step and read on from the next frame.
+        self.resyncs = 0
         self._buf = bytearray()
         self._skip = 0  # bytes of an oversized body still to discard
-        self._broken: str | None = None
+        self._tail = b""  # the last bytes discarded, to find a frame start in
+        self._claimed = 0  # the length an oversized header claimed
+        self._lost = False  # out of step, looking for the next frame
+        # A header (a digit, then digits or spaces) and a body starting like
+        # a JSON object: where a frame can start.  Real JSON bodies never hold
+        # ten digits and spaces followed by "{" outside their strings.
+        self._frame_start = re.compile(rb"[0-9][0-9 ]{%d}\{" % (header_length - 1))
 
     @property
     def buffered(self) -> int:
@@ -163,30 +173,109 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         """Add ``data``; return every frame it completes.
 
-        Raises :class:`FramingError` if a header is not a byte length; its
-        ``frames`` are the frames completed before it.  The stream cannot be
-        resynchronised after that: every later call raises again.
+        A header that is not a length, or an oversized frame whose body does
+        not start like a JSON object, means the stream is out of step (the
+        swergio server forwards some headers as it read them, cut short): the
+        decoder returns one error frame and reads on from the next place
+        where a header followed by ``{`` starts.  Frames before it are kept.
+        So is a frame that starts inside the bytes an oversized one claims.
         """
-        if self._broken is not None:
-            raise FramingError(self._broken)
+        frames: list[Frame] = []
         if self._skip:
-            dropped = min(self._skip, len(data))
-            self._skip -= dropped
-            if dropped == len(data):
-                return []
-            data = data[dropped:]
+            n = min(self._skip, len(data))
+            # (with the tail of the last read: a frame start may straddle reads)
+            window = self._tail + data[:n]
+            found = self._frame_start.search(window)
+            if found is not None:
+                # A frame starts inside the bytes of an oversized one: its
+                # length was forged (a cut-short header), not a real frame's.
+                frames.append(Frame(None, self._forged()))
+                self._skip = 0
+                self._tail = b""
+                data = window[found.start() :] + data[n:]
+            else:
+                self._skip -= n
+                self._tail = window[-self.header_length :] if self._skip else b""
+                if n == len(data):
+                    return frames
+                data = data[n:]
         buf = self._buf
         buf += data
-        frames: list[Frame] = []
         start = 0
         h = self.header_length
         end_of_data = len(buf)
         while end_of_data - start >= h:
-            length = self._length(bytes(buf[start : start + h]), frames)
+            if self._lost:  # out of step: only where a frame can start
+                found = self._frame_start.search(buf, start)
+                if found is None:
+                    # Keep what could be the start of the next header.
+                    start = max(start, end_of_data - h)
+                    break
+                start = found.start()
             body_start = start + h
+            length = self._length(bytes(buf[start:body_start]))
             if length > self.max_body:
+                # Not read, so not checked by decoding: trust its length only
+                # if its body starts as swergio's do.
+                if body_start == end_of_data:
+                    break  # the body's first byte decides; wait for it
+                in_step = buf[body_start] in _OPENERS
+            elif length >= 0:
+                end = body_start + length
+                if length and body_start == end_of_data:
+                    break  # the body's first byte decides; wait for it
+                if length and buf[body_start] in _OPENERS:
+                    if end > end_of_data:
+                        break
+                    in_step = True
+                else:
+                    # Not an object: a real frame (the stock server forwards
+                    # undecodable ones), unless another frame starts inside
+                    # the bytes it claims: then this header is out of step.
+                    # (Until the frame is complete, only its first bytes are
+                    # searched, where a cut-short header's frame would be:
+                    # searching all of a growing frame at every read would
+                    # cost the square of its size.)
+                    limit = end + h if end <= end_of_data else start + 4 * h
+                    inside = self._frame_start.search(
+                        buf, start + 1, min(end_of_data, limit)
+                    )
+                    if inside is not None and inside.start() < end:
+                        in_step = False
+                    elif end > end_of_data:
+                        break
+                    else:
+                        in_step = True
+            else:
+                in_step = False
+            if not in_step:
+                if not self._lost:
+                    self._lost = True
+                    self.resyncs += 1
+                    header = preview(bytes(buf[start:body_start]))
+                    frames.append(
+                        Frame(
+                            None,
+                            f"lost the frame boundaries at header {header}; "
+                            f"reading on from the next frame",
+                        )
+                    )
+                start += 1
+                continue
+            self._lost = False
+            if length > self.max_body:
+                inside = self._frame_start.search(
+                    buf, body_start, min(end_of_data, body_start + length)
+                )
+                if inside is not None:
+                    self._claimed = length
+                    frames.append(Frame(None, self._forged()))
+                    start = inside.start()
+                    continue
                 self.skipped += 1
+                self._claimed = length
                 self._skip = max(0, length - (end_of_data - body_start))
+                self._tail = bytes(buf[max(body_start, end_of_data - h) : end_of_data])
                 start = min(end_of_data, body_start + length)
                 continue
             end = body_start + length
@@ -202,18 +291,23 @@ class FrameDecoder:
             self._buf = bytearray()  # give a large frame's buffer back
         return frames
 
-    def _length(self, header: bytes, frames: list[Frame]) -> int:
+    def _forged(self) -> str:
+        self.resyncs += 1
+        return (
+            f"a header claimed a frame of {self._claimed} bytes, but another frame "
+            f"starts inside it; reading on from there"
+        )
+
+    def _length(self, header: bytes) -> int:
+        """The body length in ``header``, read as swergio reads it; -1 if none."""
         try:
-            try:
-                length = int(header)  # ASCII digits and spaces: the usual case
-            except ValueError:
-                length = int(header.decode(self.encoding))
+            return int(header)  # ASCII digits and spaces: the usual case
+        except ValueError:
+            pass
+        try:
+            return int(header.decode(self.encoding))
         except (UnicodeDecodeError, ValueError):
-            length = -1
-        if length < 0:
-            self._broken = f"frame header {preview(header)} is not a body length"
-            raise FramingError(self._broken, frames)
-        return length
+            return -1
 
     def _decode(self, body: bytes) -> Frame | None:
         if len(body) > LAZY_ABOVE:

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from ensemble_agg._wire import (
     BadMessage,
     FrameDecoder,
-    FramingError,
     encode_frame,
     parse_command,
     parse_submission,
@@ -95,9 +94,30 @@ def test_oversized_body_is_skipped_without_buffering():
 
 
 @pytest.mark.parametrize("header", [b"abc       ", b"-5        ", b"\xff" * 10])
-def test_bad_header_is_a_framing_error(header):
-    with pytest.raises(FramingError):
-        list(FrameDecoder("utf-8", 10, 100).feed(header + b"{}"))
+def test_bad_header_resynchronises_at_the_next_frame(header):
+    # A header the swergio server cut short and forwarded: one error frame,
+    # then the frames after it, none of the earlier ones lost.
+    dec = FrameDecoder("utf-8", 10, 100)
+    good = encode_frame({"N": 1}, "utf-8", 10)
+    frames = dec.feed(good + header + b"{}" + good)
+    assert frames[0].message == {"N": 1}
+    assert "lost the frame boundaries" in frames[1].error
+    assert frames[2].message == {"N": 1} and len(frames) == 3
+    assert dec.resyncs == 1
+
+
+def test_forged_oversized_length_does_not_swallow_the_stream():
+    # "9" forwarded alone as a header, then 9 body bytes: read as 10 bytes,
+    # a length of 9 GB; the frames after it must still be read.
+    dec = FrameDecoder("utf-8", 10, 1 << 10)
+    good = encode_frame({"N": 1}, "utf-8", 10)
+    for forged in (b"9099999999", b"8099999997{"):
+        frames = []
+        stream = forged + good + good
+        for i in range(0, len(stream), 3):  # frame starts straddle the reads
+            frames += dec.feed(stream[i : i + 3])
+        assert [f.message for f in frames[1:]] == [{"N": 1}, {"N": 1}], frames
+        assert frames[0].error is not None
 
 
 GOOD = {"LOGITS": [0.5, -1, float("-inf")], "COMPONENT_ID": "m1", "DETERMINISTIC": True}
