@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from ._component import AggregatorComponent, Settings
-from .swergio_shim import TunedClient, TunedServer
+from ._server import AggServer
+from .swergio_shim import TunedClient
 
 __all__ = ["run_demo"]
 
@@ -158,7 +159,7 @@ def run_demo(
     """Run the demonstration and print its summary; return the exit status 0."""
     write = print if out is None else (lambda *a: print(*a, file=out))
     rng = np.random.default_rng(seed if seed is not None else 2024)
-    server = TunedServer("127.0.0.1", 0, enable_logging=False)
+    server = AggServer("127.0.0.1", 0, enable_logging=False)
     server.serve_in_thread()
     host, port = server.address
     stop = threading.Event()

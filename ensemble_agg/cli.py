@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +225,53 @@ OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, str]] = [
 ]
 
 
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def add_env_options(
+    parser: argparse.ArgumentParser,
+    options: list[tuple[str, Callable[[str], Any], Any, str, str]],
+    prefix: str,
+    env: Mapping[str, str],
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Add ``options`` to ``parser``, each defaulting to its ``prefix<NAME>`` variable.
+
+    ``--some-name`` reads ``<prefix>SOME_NAME``; an explicit flag wins.  An
+    option whose type is ``bool`` is a switch (``store_true``) whose variable
+    takes 1/0, true/false, yes/no or on/off.
+    """
+    for flag, kind, default, metavar, help_text in options:
+        var = prefix + flag[2:].upper().replace("-", "_")
+        convert = _typed(_boolean if kind is bool else kind, flag[2:])
+        value = default
+        if env.get(var, "") != "":
+            try:
+                value = convert(env[var])
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"environment variable {var}: {exc}")
+        help_text += f" [env {var}]"
+        if kind is bool:
+            parser.add_argument(
+                flag, action="store_true", default=value, help=help_text
+            )
+            continue
+        parser.add_argument(
+            flag,
+            type=convert,
+            default=value,
+            metavar=metavar,
+            choices=(choices or {}).get(flag),
+            help=help_text,
+        )
+
+
 def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
     """Return the ``agg-client`` argument parser, defaults taken from ``environ``.
 
@@ -247,28 +294,9 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
             "error, 3 for a state file that cannot be read or written."
         ),
     )
-    for flag, kind, default, metavar, help_text in OPTIONS:
-        var = "AGG_" + flag[2:].upper().replace("-", "_")
-        convert = _typed(kind, flag[2:])
-        value = default
-        if env.get(var, "") != "":
-            try:
-                value = convert(env[var])
-            except argparse.ArgumentTypeError as exc:
-                parser.error(f"environment variable {var}: {exc}")
-        choices = None
-        if flag == "--rule":
-            choices = RULES
-        elif flag == "--log-level":
-            choices = LOG_LEVELS
-        parser.add_argument(
-            flag,
-            type=convert,
-            default=value,
-            metavar=metavar,
-            choices=choices,
-            help=help_text + f" [env {var}]",
-        )
+    add_env_options(
+        parser, OPTIONS, "AGG_", env, {"--rule": RULES, "--log-level": LOG_LEVELS}
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -278,6 +306,34 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
         "--version", action="version", version=f"%(prog)s {__version__}"
     )
     return parser
+
+
+def this_host_address(prog: str, hint: str) -> str | None:
+    """This host's address (swergio's examples' default), or ``None`` after one
+    error line on standard error ending with ``hint``."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError as exc:
+        print(
+            f"{prog}: cannot resolve this host's address ({exc}); {hint}",
+            file=sys.stderr,
+        )
+        return None
+
+
+def on_stop_signals(stop: Callable[[], None]) -> None:
+    """Call ``stop`` on SIGINT and SIGTERM; the handler does nothing else.
+
+    Only the main thread can install handlers; elsewhere (a test calling
+    ``main`` on a thread) this does nothing.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _setup_logging(level: str) -> None:
@@ -311,14 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = args.server
     if server is None:  # the original's default: this host's address
-        try:
-            server = socket.gethostbyname(socket.gethostname())
-        except OSError as exc:
-            print(
-                f"agg-client: cannot resolve this host's address ({exc}); "
-                f"give the server with --server or AGG_SERVER",
-                file=sys.stderr,
-            )
+        server = this_host_address(
+            "agg-client", "give the server with --server or AGG_SERVER"
+        )
+        if server is None:
             return EXIT_UNREACHABLE
     settings = Settings(
         server=server,
@@ -351,12 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"agg-client: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    def request_stop(signum: int, frame: object) -> None:
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+    on_stop_signals(stop.set)
     try:
         component.run()
     except ServerUnreachable as exc:

@@ -336,9 +336,9 @@ def test_unreachable_server_exits_non_zero_after_connect_timeout(agg):
 @pytest.fixture
 def tuned_server():
     # The stock server reads a header with one recv(10), which a burst can
-    # split; floods and soaks go through the tuned subclass, which frames
-    # robustly and is otherwise the same server.
-    s = ServerProcess(tuned=True).start()
+    # split; floods and soaks go through agg-server, which frames robustly
+    # and routes the same.
+    s = ServerProcess(agg=True).start()
     yield s
     s.kill()
 
