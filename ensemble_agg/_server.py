@@ -415,11 +415,9 @@ class AggServer:
         self._wake_r.close()
         self._wake_w.close()
         self._closed = True
-        c = self.counters
         logger.info(
-            "stopped; totals: connections=%d frames_in=%d frames_out=%d bytes_in=%d "
-            "bytes_out=%d dropped=%d slow_disconnected=%d",
-            *(c[k] for k in c),
+            "stopped; totals: %s",
+            " ".join(f"{key}={value}" for key, value in self.counters.items()),
         )
 
     # -- reading -----------------------------------------------------------------------

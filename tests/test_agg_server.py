@@ -491,3 +491,38 @@ def test_installed_command_runs():
         [str(script), "--version"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0 and result.stdout.startswith("agg-server ")
+
+
+def test_frames_before_a_broken_header_are_routed_then_that_connection_closes(agg):
+    server = agg()
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    sender = _sender(server.port, "breaker")
+    sender.send_raw(frame(data("r", FIRST=1)) + b"garbage!! {}")
+    assert receiver.read_until(lambda m: "FIRST" in m)["SENT_BY"] == "breaker"
+    wait_for(lambda: "lost the frame boundaries" in server.read_log(), 5, "the log")
+    sender.sock.settimeout(5)
+    assert sender.sock.recv(100) == b""  # that connection, and only that one, ended
+    other = _sender(server.port, "other")
+    other.send(data("r", STILL=1))
+    assert receiver.read_until(lambda m: "STILL" in m)["SENT_BY"] == "other"
+    for p in (sender, other, receiver):
+        p.close()
+
+
+def test_warnings_are_rate_limited(caplog):
+    from ensemble_agg._server import _Throttle
+
+    throttle = _Throttle(burst=3, period=10.0)
+    with caplog.at_level("WARNING", logger="ensemble_agg._server"):
+        for i in range(10):
+            throttle.warning(100.0 + i * 0.1, "bad message %d", i)
+        assert [r.getMessage() for r in caplog.records] == [
+            "bad message 0",
+            "bad message 1",
+            "bad message 2",
+        ]
+        throttle.tick(105.0)  # still inside the window: nothing yet
+        assert len(caplog.records) == 3
+        throttle.warning(110.5, "bad message %d", 10)
+    assert "7 more warnings" in caplog.records[3].getMessage()
+    assert caplog.records[4].getMessage() == "bad message 10"
