@@ -8,8 +8,19 @@ than ``swergio.Server`` with unmodified clients:
   and Nagle's algorithm: the body waits until the header is acknowledged.
   Here ``TCP_QUICKACK`` is re-armed after every ``recv`` (Linux clears it
   after each ACK), so the header is acknowledged at once.
-- Frames go out with one write each (several queued frames share one
-  ``sendmsg``) on ``TCP_NODELAY`` sockets, so no hop waits for an ACK.
+- Frames go out with one write each (several small queued frames share
+  one ``sendmsg``) on ``TCP_NODELAY`` sockets, so no hop waits for an ACK.
+
+Why a stock client never sees half a header from it: swergio's
+``Client.receive`` reads a header with a single ``recv(header_length)``, so
+a header split across two arrivals desynchronises it for good (it then
+closes).  A non-blocking write can stop anywhere when the socket buffer is
+full.  So every write starts with a frame's first byte (or continues the one
+frame a previous write cut short), is flagged ``MSG_EOR`` so the kernel
+starts a new segment for it instead of appending to an unsent one, and
+holds several frames only while they fit in one segment (the MSS): the
+kernel takes such a write whole or not at all, and a longer frame is cut,
+if at all, after its first segment, never inside its header.
 
 Why it does not stall: every connection has its own bounded outbound queue,
 flushed when the socket can take more.  A client that stops reading fills
@@ -42,10 +53,13 @@ DEFAULT_MAX_FRAME_BYTES = 64 << 20
 _RECV_SIZE = 1 << 18
 # Buffers per sendmsg: well under every platform's IOV_MAX.
 _IOV_BATCH = 64
+# Segment size to assume where TCP_MAXSEG cannot be read (the IPv4 minimum).
+_MIN_MSS = 536
 _ACCEPT_BATCH = 64
 # Longest wait in select(): bounds how late a paused accept resumes.
 _MAX_WAIT = 1.0
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+_EOR: int = getattr(socket, "MSG_EOR", 0)
 
 _LISTENER = "listener"
 _WAKER = "waker"
@@ -97,6 +111,7 @@ class _Throttle:
 
 class _Conn:
     __slots__ = (
+        "batch_limit",
         "closed",
         "decoder",
         "id",
@@ -112,6 +127,13 @@ class _Conn:
     ):
         self.id = conn_id
         self.sock = sock
+        try:
+            mss = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+        except OSError:  # pragma: no cover - platform without TCP_MAXSEG
+            mss = _MIN_MSS
+        # Most bytes of whole frames one write may hold: they fit one segment
+        # (TCP options take some of the MSS).
+        self.batch_limit = max(_MIN_MSS, mss) - 64
         self.peer = peer
         self.decoder = decoder
         self.out: collections.deque[bytes | memoryview] = collections.deque()
@@ -503,9 +525,9 @@ class AggServer:
     def _flush(self, conn: _Conn) -> None:
         out = conn.out
         while out:
-            batch = list(itertools.islice(out, _IOV_BATCH))
+            batch = self._next_write(conn)
             try:
-                sent = conn.sock.sendmsg(batch)
+                sent = conn.sock.sendmsg(batch, (), _EOR)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -526,6 +548,21 @@ class AggServer:
             if not full:
                 break  # the socket takes no more now
         self._want_write(conn, bool(out))
+
+    @staticmethod
+    def _next_write(conn: _Conn) -> list[bytes | memoryview]:
+        """The buffers of the next write (see the module docstring for why)."""
+        first = conn.out[0]
+        if type(first) is memoryview:  # the rest of a frame: one write on its own
+            return [first]
+        batch: list[bytes | memoryview] = [first]
+        size = len(first)
+        for buf in itertools.islice(conn.out, 1, _IOV_BATCH):
+            size += len(buf)
+            if size > conn.batch_limit:
+                break
+            batch.append(buf)
+        return batch
 
     def _want_write(self, conn: _Conn, want: bool) -> None:
         if want == conn.writing:

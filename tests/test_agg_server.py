@@ -526,3 +526,30 @@ def test_warnings_are_rate_limited(caplog):
         throttle.warning(110.5, "bad message %d", 10)
     assert "7 more warnings" in caplog.records[3].getMessage()
     assert caplog.records[4].getMessage() == "bad message 10"
+
+
+def test_every_write_starts_a_frame_and_several_only_within_one_segment():
+    # swergio's client reads a header with one recv(): a write that the kernel
+    # cuts short must never end inside a header (see _server's docstring).
+    from ensemble_agg._server import _Conn
+    from ensemble_agg._wire import FrameDecoder
+
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        sock, _ = listener.accept()
+        conn = _Conn(1, sock, "peer", FrameDecoder("utf-8", 10, 1 << 20))
+        small = [frame(data("r", I=i)) for i in range(200)]
+        conn.out.extend(small)
+        batch = AggServer._next_write(conn)
+        assert 1 < len(batch) and sum(map(len, batch)) <= conn.batch_limit
+        assert batch == small[: len(batch)]
+        conn.out.clear()
+        big = frame(data("r", PAD="x" * (2 * conn.batch_limit)))
+        conn.out.extend([big, *small])
+        assert AggServer._next_write(conn) == [big]  # alone: cut only in its body
+        conn.out[0] = memoryview(big)[100:]
+        assert AggServer._next_write(conn) == [conn.out[0]]  # the rest, alone
+        client.close()
+        sock.close()
