@@ -23,7 +23,6 @@ Nothing here asserts anything.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import math
@@ -40,8 +39,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _net import HOST, free_port, machine, wait_port
+
 HERE = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
 MODELS_PER_PROCESS = 5
 
 STOCK_SERVER = (
@@ -189,22 +189,6 @@ def role_evolution(port: int, models: int, every: float) -> None:
 # -- orchestration -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            socket.create_connection((HOST, port), timeout=0.2).close()
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 def _proc_stat(pid: int) -> tuple[float, float]:
     """(CPU seconds, peak RSS in MB) of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -273,7 +257,7 @@ def scenario(
     kind: str, models: int, params: int, frozen: bool, cfg: dict, tmp: Path
 ) -> dict:
     """Run one swarm under ``kind`` ('stock' or 'agg'); return its figures."""
-    port = _free_port()
+    port = free_port()
     run_dir = Path(tempfile.mkdtemp(prefix=f"{kind}-{models}-", dir=tmp))
     swarm = Swarm(run_dir)
     frozen_sock = None
@@ -288,7 +272,7 @@ def scenario(
                  "--port", str(port), "--stats-interval", "0"],
                 "server",
             )  # fmt: skip
-        _wait_port(port)
+        wait_port(port)
         swarm.start(
             [sys.executable, "-m", "ensemble_agg", "--server", HOST, "--port",
              str(port), "--models", str(models), "--seed", "0",
@@ -391,8 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "smoke" if args.smoke else "full",
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, Linux {platform.release()}",
+        "machine": machine(),
         "python": platform.python_version(),
         "seconds": round(time.perf_counter() - started, 1),
     }
