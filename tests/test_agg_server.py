@@ -553,3 +553,30 @@ def test_every_write_starts_a_frame_and_several_only_within_one_segment():
         assert AggServer._next_write(conn) == [conn.out[0]]  # the rest, alone
         client.close()
         sock.close()
+
+
+def test_without_quickack_it_says_once_that_it_runs_slower(monkeypatch, caplog):
+    import ensemble_agg._server as server_module
+
+    monkeypatch.setattr(server_module, "_QUICKACK", None)
+    server = AggServer(HOST, 0)
+    with caplog.at_level("INFO", logger="ensemble_agg._server"):
+        server.serve_in_thread()
+        a = Client("a", *server.address)
+        b = Client("b", *server.address)
+        b.join_room("r")
+        b.client.settimeout(0.5)  # receive() gives False on a timeout
+        deadline, msg = time.monotonic() + 10, None
+        while msg is None and time.monotonic() < deadline:
+            a.send(data("r", X=1))  # again until b's join has been handled
+            got = b.receive()
+            while got is not False and got.get("TO_ROOM") != "r":
+                got = b.receive()
+            msg = got or None
+        assert msg is not None and msg["X"] == 1  # still routes
+        server.stop()
+        assert server.wait_stopped(5)
+        a.client.close()
+        b.client.close()
+    warnings = [r for r in caplog.records if "TCP_QUICKACK" in r.getMessage()]
+    assert len(warnings) == 1 and "slower" in warnings[0].getMessage()
