@@ -583,3 +583,18 @@ def test_without_quickack_it_says_once_that_it_runs_slower(monkeypatch, caplog):
         b.client.close()
     warnings = [r for r in caplog.records if "TCP_QUICKACK" in r.getMessage()]
     assert len(warnings) == 1 and "slower" in warnings[0].getMessage()
+
+
+def test_peer_strings_are_cut_short_in_log_lines(agg):
+    server = agg()
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    sender = _sender(server.port, "n" * 10_000)
+    sender.send(data("r" * 10_000, X=1))
+    sender.send({"ID": "2", "TYPE": "COMMAND/JOINROOM", "ROOM": ["x" * 10_000]})
+    sender.send(data("r", AFTER=1))
+    receiver.read_until(lambda m: "AFTER" in m)
+    wait_for(lambda: server.read_log().count("dropped a message") >= 2, 5, "two lines")
+    lines = [ln for ln in server.read_log().splitlines() if "dropped a message" in ln]
+    assert all(len(line) < 400 for line in lines), [len(ln) for ln in lines]
+    receiver.close()
+    sender.close()
