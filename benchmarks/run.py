@@ -49,6 +49,10 @@ try:
 except ImportError:
     HAVE_TORCH = False
 
+from _net import free_port as _free_port  # noqa: E402
+from _net import machine  # noqa: E402
+from _net import wait_port as _wait_port  # noqa: E402
+
 from ensemble_agg import Aggregator, aggregate  # noqa: E402
 from ensemble_agg._wire import encode_frame  # noqa: E402
 
@@ -292,22 +296,6 @@ TUNED_SERVER = (
     "import sys; from ensemble_agg.swergio_shim import TunedServer; "
     "TunedServer('127.0.0.1', int(sys.argv[1]), enable_logging=False).start()"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            socket.create_connection((HOST, port), timeout=0.2).close()
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 @contextlib.contextmanager
@@ -734,18 +722,10 @@ def main(argv=None) -> int:
         print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)))
         if r["note"]:
             print(" " * 4 + r["note"])
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
-        "machine": f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}",
+        "machine": machine(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__ if HAVE_TORCH else None,

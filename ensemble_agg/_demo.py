@@ -30,7 +30,8 @@ import numpy as np
 
 from ._cartpole import CartPole
 from ._component import AggregatorComponent, Settings
-from .swergio_shim import TunedClient, TunedServer
+from ._server import AggServer
+from .swergio_shim import TunedClient
 
 __all__ = ["run_demo"]
 
@@ -228,7 +229,7 @@ def _run(
         print(*parts, file=stream, flush=True)
 
     rng = np.random.default_rng(seed if seed is not None else 2024)
-    server = TunedServer("127.0.0.1", 0, enable_logging=False)
+    server = AggServer("127.0.0.1", 0, enable_logging=False)
     server.serve_in_thread()
     host, port = server.address
     write(

@@ -22,7 +22,6 @@ __all__ = [
     "BadMessage",
     "Frame",
     "FrameDecoder",
-    "FramingError",
     "Submission",
     "encode_frame",
     "may_concern_aggregator",
@@ -38,18 +37,6 @@ MAX_ID_LENGTH = 256
 
 class BadMessage(ValueError):
     """A peer's message that cannot be used; ``str()`` says why."""
-
-
-class FramingError(ValueError):
-    """The byte stream is out of step (a header that is not a length).
-
-    ``frames`` holds the frames that the same :meth:`FrameDecoder.feed` call
-    completed before the bad header: they are good and must not be lost.
-    """
-
-    def __init__(self, message: str, frames: list[Frame] | None = None) -> None:
-        super().__init__(message)
-        self.frames: list[Frame] = frames if frames is not None else []
 
 
 def encode_frame(message: dict[str, Any], encoding: str, header_length: int) -> bytes:

@@ -31,8 +31,12 @@ __all__ = [
     "EXIT_STATE_FILE",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "STOP_SIGNALS",
+    "add_env_options",
     "build_parser",
     "main",
+    "on_stop_signals",
+    "this_host_address",
 ]
 
 EXIT_OK = 0
@@ -63,6 +67,96 @@ def _typed(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 def env_var(name: str) -> str:
     """The environment variable of setting ``name``: ``AGG_`` + upper case."""
     return "AGG_" + name.upper()
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def add_env_options(
+    parser: argparse.ArgumentParser,
+    options: list[tuple[str, Callable[[str], Any], Any, str, str]],
+    prefix: str,
+    env: Mapping[str, str],
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Add ``options`` to ``parser``, each defaulting to its ``prefix<NAME>`` variable.
+
+    ``--some-name`` reads ``<prefix>SOME_NAME``; an explicit flag wins.  An
+    option whose type is ``bool`` is a switch (``store_true``) whose variable
+    takes 1/0, true/false, yes/no or on/off.
+    """
+    for flag, kind, default, metavar, help_text in options:
+        var = prefix + flag[2:].upper().replace("-", "_")
+        convert = _typed(_boolean if kind is bool else kind, flag[2:])
+        value = default
+        if env.get(var, "") != "":
+            try:
+                value = convert(env[var])
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"environment variable {var}: {exc}")
+            allowed = (choices or {}).get(flag)
+            if allowed is not None and value not in allowed:
+                parser.error(
+                    f"environment variable {var}: {preview(value)} is not one of "
+                    f"{', '.join(allowed)}"
+                )
+        help_text += f" [env {var}]"
+        if kind is bool:
+            parser.add_argument(
+                flag, action="store_true", default=value, help=help_text
+            )
+            continue
+        parser.add_argument(
+            flag,
+            type=convert,
+            default=value,
+            metavar=metavar,
+            choices=(choices or {}).get(flag),
+            help=help_text,
+        )
+
+
+def this_host_address(prog: str, hint: str) -> str | None:
+    """This host's address (swergio's examples' default), or ``None`` after one
+    error line on standard error ending with ``hint``."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError as exc:
+        print(
+            f"{prog}: cannot resolve this host's address ({exc}); {hint}",
+            file=sys.stderr,
+        )
+        return None
+
+
+#: The signals that stop both commands cleanly.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def on_stop_signals(
+    stop: Callable[[], None], received: list[int] | None = None
+) -> None:
+    """Call ``stop`` on SIGINT, SIGTERM and SIGHUP; the handler does nothing else.
+
+    The signal's number is appended to ``received``, for a log line once the
+    program has stopped.  Only the main thread can install handlers;
+    elsewhere (a test calling ``main`` on a thread) this does nothing.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        if received is not None:
+            received.append(signum)
+        stop()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, handler)
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -165,14 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._state_file import StateFileError
 
     if settings.server is None:  # the original's default: this host's address
-        try:
-            settings.server = socket.gethostbyname(socket.gethostname())
-        except OSError as exc:
-            print(
-                f"agg-client: cannot resolve this host's address ({exc}); "
-                f"give the server with --server or AGG_SERVER",
-                file=sys.stderr,
-            )
+        settings.server = this_host_address(
+            "agg-client", "give the server with --server or AGG_SERVER"
+        )
+        if settings.server is None:
             return EXIT_UNREACHABLE
     stop = threading.Event()
     try:
@@ -184,17 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"agg-client: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    # Only a flag: the loop sees it within a poll interval, and a send
+    # blocked on a peer that does not read gives up on it.
     received: list[int] = []
-
-    def request_stop(signum: int, frame: object) -> None:
-        # Only a flag: the loop sees it within a poll interval, and a send
-        # blocked on a peer that does not read gives up on it.
-        received.append(signum)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, request_stop)
+    on_stop_signals(stop.set, received)
     try:
         component.run()
     except ServerUnreachable as exc:

@@ -55,7 +55,7 @@ from typing import Any
 
 from swergio import MESSAGE_TYPE, Client, Server
 
-from ._wire import Frame, FrameDecoder, FramingError, encode_frame
+from ._wire import Frame, FrameDecoder, encode_frame
 
 __all__ = ["ConnectionLost", "IOCounters", "TunedClient", "TunedServer", "tune_client"]
 
@@ -300,13 +300,7 @@ class TunedClient(Client):
             if not data:
                 where = " in the middle of a frame" if self._decoder.mid_frame else ""
                 raise ConnectionLost(f"the server closed the connection{where}", frames)
-            try:
-                frames += self._decoder.feed(data)
-            except FramingError as exc:
-                frames += exc.frames
-                raise ConnectionLost(
-                    f"lost the frame boundaries: {exc}", frames
-                ) from exc
+            frames += self._decoder.feed(data)
             if len(data) < _RECV_SIZE:
                 break
         if frames:
@@ -436,12 +430,7 @@ class TunedServer(Server):
                     break
                 if not data:
                     break
-                broken = None
-                try:
-                    frames = decoder.feed(data)
-                except FramingError as exc:
-                    frames, broken = exc.frames, exc
-                for frame in frames:
+                for frame in decoder.feed(data):
                     if frame.message is None:
                         logger.warning(
                             "server: frame from %s dropped: %s", addr, frame.error
@@ -449,9 +438,6 @@ class TunedServer(Server):
                         continue
                     if not self._route(client, frame.message):
                         return
-                if broken is not None:
-                    logger.warning("server: dropping %s: %s", addr, broken)
-                    break
         finally:
             client.close()
             with self.clients_lock:

@@ -22,9 +22,10 @@ def server():
 @pytest.fixture
 def tuned_server():
     # The stock server reads a header with one recv(10), which a burst can
-    # split; floods and soaks go through the tuned subclass, which frames
-    # robustly and is otherwise the same server.
-    s = ServerProcess(tuned=True).start()
+    # split, and needs minutes to route a frame of tens of MB; floods, soaks
+    # and large frames go through agg-server, which frames robustly and
+    # routes the same.
+    s = ServerProcess(agg=True).start()
     yield s
     s.kill()
 

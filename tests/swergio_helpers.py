@@ -27,12 +27,12 @@ STOCK_SERVER = (
     "import sys; from swergio import Server; "
     "Server('127.0.0.1', int(sys.argv[1]), 'utf-8', 10).start()"
 )
-TUNED_SERVER = (
-    "import sys, logging; from ensemble_agg.swergio_shim import TunedServer; "
-    "logging.basicConfig(level=logging.WARNING); "
-    "s = TunedServer('127.0.0.1', int(sys.argv[1]), enable_logging=False); "
-    "s.start()"
-)
+
+
+def agg_server_command(port: int, *args: str) -> list[str]:
+    """The ``agg-server`` command line (``python -m``, so no PATH is needed)."""
+    return [sys.executable, "-m", "ensemble_agg.server_cli", "--host", HOST,
+            "--port", str(port), "--log-level", "WARNING", *args]  # fmt: skip
 
 
 def free_port() -> int:
@@ -61,26 +61,31 @@ def _connectable(port: int) -> bool:
 
 
 class ServerProcess:
-    """A swergio server in a subprocess (stock by default)."""
+    """A swergio server in a subprocess: stock swergio, or agg-server with ``args``."""
 
-    def __init__(self, port: int | None = None, tuned: bool = False) -> None:
+    def __init__(self, port: int | None = None, *args: str, agg: bool = False) -> None:
         self.port = port or free_port()
-        self.tuned = tuned
+        self.agg = agg
+        self.args = args
         self.proc: subprocess.Popen | None = None
         self.log = None
 
     def start(self) -> ServerProcess:
-        code = TUNED_SERVER if self.tuned else STOCK_SERVER
-        # The stock server prints a line per message: to /dev/null, never a pipe.
-        # The tuned server logs problems to stderr; keep them for a failing test.
+        if self.agg:
+            cmd = agg_server_command(self.port, *self.args)
+        else:
+            cmd = [sys.executable, "-u", "-c", STOCK_SERVER, str(self.port)]
+        # The stock server prints a line per message: to a file, never a pipe.
+        # agg-server logs problems to stderr; keep them for a failing test.
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".server.log", delete=False)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-c", code, str(self.port)],
-            stdout=self.log,  # a file, never a pipe: the stock server prints a lot
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: _connectable(self.port), 10, f"server on port {self.port}")
         return self
+
+    def read_log(self) -> str:
+        assert self.log is not None
+        with open(self.log.name) as f:
+            return f.read()
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

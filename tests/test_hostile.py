@@ -5,8 +5,8 @@ look almost right, huge numbers, truncated frames) go through the real
 framing (:class:`FrameDecoder`) and the real component logic
 (:class:`AggregatorProtocol` on an :class:`Aggregator`), interleaved with
 valid rounds, in chunks of random size.  Every valid round must still give
-exactly one ACTION, and nothing but a :class:`FramingError` (a header the
-swergio server itself would have refused) may leave the decoder.
+exactly one ACTION, and nothing may leave the decoder or the protocol but
+the messages to send.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""``.. agg-client-options::``: the command-line reference, from the real parser.
+"""``.. agg-client-options::`` and ``.. agg-server-options::``: the commands'
+references, from their real parsers.
 
-Renders every option of ``ensemble_agg.cli.build_parser()`` (flag, metavar,
-environment variable, help with its default) as a table, so the docs cannot
-drift from the code.
+Renders every option of ``ensemble_agg.cli.build_parser()`` (or
+``ensemble_agg.server_cli.build_parser()``): flag, metavar, environment
+variable, help with its default, as a table, so the docs cannot drift from
+the code.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from docutils.parsers.rst import Directive
 class AggClientOptions(Directive):
     has_content = False
 
-    def run(self):
+    @staticmethod
+    def build_parser(environ):
         from ensemble_agg.cli import build_parser
 
-        parser = build_parser({})
+        return build_parser(environ)
+
+    def run(self):
+        parser = self.build_parser({})
         table = nodes.table()
         group = nodes.tgroup(cols=2)
         table += group
@@ -56,6 +62,15 @@ class AggClientOptions(Directive):
         return row
 
 
+class AggServerOptions(AggClientOptions):
+    @staticmethod
+    def build_parser(environ):
+        from ensemble_agg.server_cli import build_parser
+
+        return build_parser(environ)
+
+
 def setup(app):
     app.add_directive("agg-client-options", AggClientOptions)
+    app.add_directive("agg-server-options", AggServerOptions)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

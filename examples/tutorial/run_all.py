@@ -2,7 +2,7 @@
 
     python run_all.py [ROUNDS]
 
-Starts the server, ``agg-client``, the models, the environment and the
+Starts ``agg-server``, ``agg-client``, the models, the environment and the
 evolution component as separate processes (as you would on separate
 machines), waits for the environment to finish its rounds, then stops
 everything by PID.
@@ -30,7 +30,19 @@ def start(*args, quiet=False):
     return subprocess.Popen([sys.executable, *args], cwd=HERE, env=env, stdout=out)
 
 
-procs = [start("server.py", quiet=True)]  # the server prints a line per message
+# agg-server in place of server.py (swergio's Server, which also works here).
+procs = [
+    start(
+        "-m",
+        "ensemble_agg.server_cli",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+    )
+]
 try:
     time.sleep(1.0)
     procs.append(
