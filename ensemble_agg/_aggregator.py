@@ -22,6 +22,7 @@ cleared.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -33,6 +34,7 @@ from ._validation import (
     check_nonnegative,
     check_rule,
     check_temperature,
+    preview,
 )
 
 __all__ = ["Aggregator", "Expiry", "IdRejection", "UnknownModelError"]
@@ -210,10 +212,13 @@ class Aggregator:
                     f"weights has {len(values)} entries; model_ids has {len(ids)}"
                 )
             pairs = list(zip(ids, values, strict=True))
-        return {
-            key: check_nonnegative(value, f"weight of model {key!r}")
+        checked = {
+            key: check_nonnegative(value, f"weight of model {preview(key)}")
             for key, value in pairs
         }
+        if not math.isfinite(math.fsum(checked.values())):
+            raise ValueError("weights are too large: their sum is not a finite number")
+        return checked
 
     # -- reading state -----------------------------------------------------
 
@@ -436,7 +441,7 @@ class Aggregator:
         if self._model_ids is not None:
             if model_id not in self._model_ids:
                 raise UnknownModelError(
-                    f"model {model_id!r} is not one of the {len(self._model_ids)} "
+                    f"model {preview(model_id)} is not one of the {len(self._model_ids)} "
                     f"known model ids",
                     IdRejection.UNLISTED,
                 )
@@ -446,7 +451,7 @@ class Aggregator:
             )
             if tracked >= self.max_ids:
                 raise UnknownModelError(
-                    f"model {model_id!r} is new and {tracked} distinct ids are "
+                    f"model {preview(model_id)} is new and {tracked} distinct ids are "
                     f"already tracked (max_ids={self.max_ids}); it is dropped "
                     f"until the tally is popped",
                     IdRejection.CAP,
@@ -454,7 +459,7 @@ class Aggregator:
 
     def _as_row(self, model_id: Hashable, logits: Any) -> list[float]:
         """Convert and check one model's logits (a new list: no later leaks)."""
-        what = f"logits of model {model_id!r}"
+        what = f"logits of model {preview(model_id)}"
         if isinstance(logits, (str, bytes)):
             raise TypeError(f"{what} must be numbers, got {type(logits).__name__}")
         if type(logits) is not list and type(logits) is not tuple:
@@ -470,7 +475,7 @@ class Aggregator:
     def _check_width(self, model_id: Hashable, n: int, *, replacing: bool) -> None:
         if self._n_actions_fixed is not None and n != self._n_actions_fixed:
             raise ValueError(
-                f"model {model_id!r} sent {n} logits; this aggregator takes "
+                f"model {preview(model_id)} sent {n} logits; this aggregator takes "
                 f"{self._n_actions_fixed} actions (n_actions)"
             )
         expected = self._n_actions if self._round else None
@@ -478,7 +483,7 @@ class Aggregator:
             expected = None  # the only submission may change the round's width
         if expected is not None and n != expected:
             raise ValueError(
-                f"model {model_id!r} sent {n} logits; this round has {expected} "
+                f"model {preview(model_id)} sent {n} logits; this round has {expected} "
                 f"actions (set by its first submission)"
             )
 

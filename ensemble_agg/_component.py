@@ -110,9 +110,7 @@ class AggregatorComponent:
             step_timeout=settings.step_timeout,
         )
         self.client: TunedClient | None = None
-        self._outbox: collections.deque[dict[str, Any]] = collections.deque(
-            maxlen=OUTBOX_LIMIT
-        )
+        self._outbox: collections.deque[dict[str, Any]] = collections.deque()
         self._state_error = False
         self._last_save = -float("inf")
         self._link_error: Exception | None = None  # set when the link broke
@@ -190,7 +188,16 @@ class AggregatorComponent:
                     self.log_stats()
                     next_stats = now + s.stats_interval
         finally:
-            self._save_state()
+            self._return_unsent_tallies()
+            if not self._save_state(final=True):
+                tally = self.aggregator.contributions
+                logger.error(
+                    "the tally of %d models (%.6g rounds) could not be saved at stop; "
+                    "it is lost unless the state file is fixed and a GET is answered "
+                    "before the next stop",
+                    len(tally),
+                    sum(tally.values()),
+                )
             client.close()
             self.log_stats()
             io = client.io
@@ -313,13 +320,38 @@ class AggregatorComponent:
         """Send, or keep ``message`` for after the reconnect if the link is down."""
         assert self.client is not None
         if self._link_error is not None:
-            self._outbox.append(message)
+            self._keep(message)
             return
         try:
             self.client.send(message)
         except OSError as exc:
-            self._outbox.append(message)
+            self._keep(message)
             self._link_error = exc
+
+    def _keep(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` for the reconnect; the oldest goes if the queue is full.
+
+        A ``CONTRIBUTION`` that cannot be delivered goes back into the tally,
+        so the next ``GET`` answers it: a GET's reply is the only copy.
+        """
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            self._give_back(self._outbox.popleft())
+        self._outbox.append(message)
+
+    def _give_back(self, message: dict[str, Any]) -> None:
+        tally = message.get("CONTRIBUTION")
+        if isinstance(tally, dict) and tally:
+            self.aggregator.add_contributions(tally)
+            self.protocol.dirty = True
+            logger.warning(
+                "a CONTRIBUTION reply for %d models was never sent; its shares "
+                "are back in the tally for the next GET",
+                len(tally),
+            )
+
+    def _return_unsent_tallies(self) -> None:
+        while self._outbox:
+            self._give_back(self._outbox.popleft())
 
     def _flush_outbox(self) -> None:
         """Send what waited for the reconnect; raises ``OSError`` if the link fails again."""
@@ -330,7 +362,7 @@ class AggregatorComponent:
 
     # -- the state file --------------------------------------------------------
 
-    def _save_state(self, *, durable: bool = False) -> bool:
+    def _save_state(self, *, durable: bool = False, final: bool = False) -> bool:
         """Write the tally to the state file, if any; log (not raise) a failure.
 
         Returns True if the file now holds the tally.  A full disk or a
@@ -347,7 +379,9 @@ class AggregatorComponent:
         try:
             save_tally(path, self.aggregator.contributions)
         except StateFileError as exc:
-            if not self._state_error:
+            if final:
+                logger.error("%s", exc)
+            elif not self._state_error:
                 logger.error("%s; the tally is kept in memory, writes are retried", exc)
             self._state_error = True
             self.protocol.dirty = True

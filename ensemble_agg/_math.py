@@ -48,6 +48,7 @@ from ._validation import (
     check_rule,
     check_temperature,
     check_weights,
+    preview,
 )
 
 __all__ = [
@@ -701,7 +702,7 @@ def _aggregate_mapping(logits: Mapping[Any, Any], **options: Any) -> RoundResult
             row = row[0]  # a policy's (1, n_actions) output
         if row.ndim != 1:
             raise ValueError(
-                f"logits of model {model_id!r} must have shape (n_actions,) or "
+                f"logits of model {preview(model_id)} must have shape (n_actions,) or "
                 f"(1, n_actions); got shape {row.shape}"
             )
         rows.append(row)

@@ -9,6 +9,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
+import codecs
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Frames up to this size are read; larger ones pass by unread.  A LOGITS of
 #: 4096 numbers is about 100 KB, a GET a few dozen bytes.
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
+#: The smallest --max-frame-bytes: a swergio message with a few logits.
+MIN_FRAME_BYTES = 4096
 #: Bytes a frame may need per action of --max-actions (a float's digits).
 BYTES_PER_ACTION = 32
 
@@ -75,6 +78,20 @@ def _lines_or_commas(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def encoding(text: str) -> str:
+    """A text encoding in which swergio's ASCII headers are their own bytes."""
+    try:
+        codec = codecs.lookup(text)
+        probe = "0123456789 {}".encode(codec.name)
+    except (LookupError, UnicodeError):
+        raise ValueError("not a text encoding Python knows") from None
+    if probe != b"0123456789 {}":
+        raise ValueError(
+            "swergio's headers need an ASCII-compatible encoding (utf-8, latin-1, ...)"
+        )
+    return text
+
+
 def model_ids(text: str) -> list[str]:
     """``a,b,c`` or ``@FILE`` with one id a line."""
     ids = _lines_or_commas(text)
@@ -96,6 +113,8 @@ def weights(text: str) -> dict[str, float]:
         out[model.strip()] = w
     if not out:
         raise ValueError("no weights given")
+    if not math.isfinite(math.fsum(out.values())):
+        raise ValueError("the weights are too large: their sum is not a finite number")
     return out
 
 
@@ -145,7 +164,7 @@ class Settings:
     )
     models: int = _opt(20, positive_int, "N", "models per round (default: %(default)s)")
     format: str = _opt(
-        "utf-8", str, "ENC", "swergio message encoding (default: %(default)s)"
+        "utf-8", encoding, "ENC", "swergio message encoding (default: %(default)s)"
     )
     header_length: int = _opt(
         10, positive_int, "N", "swergio header length (default: %(default)s)"
@@ -250,6 +269,17 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.max_frame_bytes is not None and self.max_frame_bytes < MIN_FRAME_BYTES:
+            raise ValueError(
+                f"--max-frame-bytes must be at least {MIN_FRAME_BYTES}, got "
+                f"{self.max_frame_bytes}: smaller would pass every message by"
+            )
+        digits = len(str(self.frame_limit()))
+        if self.header_length < digits:
+            raise ValueError(
+                f"--header-length {self.header_length} cannot hold a frame length "
+                f"of {digits} digits (the frame limit is {self.frame_limit()} bytes)"
+            )
         if self.max_ids is not None and self.max_ids < self.models:
             raise ValueError(
                 f"--max-ids must be at least --models ({self.models}), "

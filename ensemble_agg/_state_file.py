@@ -69,9 +69,10 @@ def load_tally(path: Path) -> dict[str, float]:
         raise StateFileError(
             f'state file {path} is not an ensemble-agg tally (no "format": "{FORMAT}")'
         )
-    if data.get("version") != VERSION:
+    version = data.get("version")
+    if type(version) is not int or version != VERSION:
         raise StateFileError(
-            f"state file {path} has version {preview(data.get('version'))}; "
+            f"state file {path} has version {preview(version)}; "
             f"this agg-client reads version {VERSION}"
         )
     tally = data.get("contributions")

@@ -257,13 +257,15 @@ def check_nonnegative(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(
         value, (int, float, np.integer, np.floating)
     ):
-        raise TypeError(f"{what} must be a number, got {value!r}")
+        raise TypeError(f"{what} must be a number, got {preview(value)}")
     try:
         v = float(value)
     except OverflowError:
         v = math.inf  # an integer too large for a float
     if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{what} must be finite and non-negative, got {value!r}")
+        raise ValueError(
+            f"{what} must be finite and non-negative, got {preview(value)}"
+        )
     return v
 
 
@@ -294,6 +296,8 @@ def check_weights(weights: object, n_models: int, dtype: np.dtype[Any]) -> Float
         )
     if not w.any():
         raise ValueError("weights are all zero; at least one model must count")
+    if not np.isfinite(w.sum()):
+        raise ValueError("weights are too large: their sum is not a finite number")
     return w.astype(dtype, copy=False)
 
 

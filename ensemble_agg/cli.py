@@ -58,6 +58,8 @@ def _typed(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]:
             reason = str(exc)
             if "invalid literal" in reason or "could not convert" in reason:
                 reason = "not a number"
+            elif "Exceeds the limit" in reason or isinstance(exc, OverflowError):
+                reason = "too large a number"
             raise argparse.ArgumentTypeError(f"{preview(text)}: {reason}") from None
 
     parse.__name__ = name
@@ -206,10 +208,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
             choices=option.choices,
             help=option.help + f" [env {var}]",
         )
+    demo_default = False
+    if env.get("AGG_DEMO", "") != "":
+        try:
+            demo_default = _boolean(env["AGG_DEMO"])
+        except ValueError as exc:
+            parser.error(f"environment variable AGG_DEMO: {exc}")
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="run a self-contained demonstration on 127.0.0.1 and exit",
+        default=demo_default,
+        help="run a self-contained demonstration on 127.0.0.1 and exit [env AGG_DEMO]",
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}"
@@ -255,6 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"agg-client: the demo failed: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
 
+    # Stop requests from here on (loading the state file can take a while):
+    # the handler only sets a flag, which the component reads once it runs,
+    # and a send blocked on a peer that does not read gives up on it.
+    stop = threading.Event()
+    received: list[int] = []
+    on_stop_signals(stop.set, received)
+
     from ._component import AggregatorComponent, ServerUnreachable
     from ._state_file import StateFileError
 
@@ -264,7 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if settings.server is None:
             return EXIT_UNREACHABLE
-    stop = threading.Event()
     try:
         component = AggregatorComponent(settings, stop=stop)
     except StateFileError as exc:
@@ -274,10 +289,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"agg-client: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    # Only a flag: the loop sees it within a poll interval, and a send
-    # blocked on a peer that does not read gives up on it.
-    received: list[int] = []
-    on_stop_signals(stop.set, received)
     try:
         component.run()
     except ServerUnreachable as exc:

@@ -198,17 +198,19 @@ class TunedClient(Client):
         self.io = IOCounters()
         self._frames: collections.deque[Frame] = collections.deque()
         self._decoder = FrameDecoder(format, header_length, max_body, wanted=wanted)
+        self._skipped_before = 0
         super().__init__(name, server, port, format, header_length, **kwargs)
 
     @property
     def skipped(self) -> int:
-        """Frames passed by unread on this connection (too large, or not wanted)."""
-        return self._decoder.skipped
+        """Frames passed by unread since construction (too large, or not wanted)."""
+        return self._skipped_before + self._decoder.skipped
 
     def connect(self, server: str, port: int) -> socket.socket:
         """Open a ``TCP_NODELAY`` connection to the server."""
         sock = socket.create_connection((server, port), timeout=self.connect_timeout)
         _nodelay(sock)
+        self._skipped_before += self._decoder.skipped
         self._decoder = FrameDecoder(
             self.format, self.header_length, self.max_body, wanted=self.wanted
         )
