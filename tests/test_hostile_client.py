@@ -255,13 +255,7 @@ def _frames_after(conn: socket.socket, timeout: float) -> list[dict]:
         chunk = conn.recv(1 << 20)
     except TimeoutError:
         chunk = b""
-    buf += chunk
-    out = []
-    while len(buf) >= 10 and len(buf) >= 10 + int(buf[:10]):
-        n = int(buf[:10])
-        out.append(json.loads(buf[10 : 10 + n]))
-        buf = buf[10 + n :]
-    _PENDING[conn] = buf
+    out, _PENDING[conn] = _split_frames(buf + chunk)
     return out
 
 
@@ -557,12 +551,17 @@ def _frames_in(conn: socket.socket) -> list[dict]:
         if not chunk:
             break
         buf += chunk
+    return _split_frames(buf)[0]
+
+
+def _split_frames(buf: bytes) -> tuple[list[dict], bytes]:
+    """The whole frames at the start of ``buf``, and the bytes after them."""
     out = []
     while len(buf) >= 10 and len(buf) >= 10 + int(buf[:10]):
         n = int(buf[:10])
         out.append(json.loads(buf[10 : 10 + n]))
         buf = buf[10 + n :]
-    return out
+    return out, buf
 
 
 def _tx_queued(port: int) -> int:
