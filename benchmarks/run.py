@@ -293,7 +293,7 @@ STOCK_SERVER = (
     "Server('127.0.0.1', int(sys.argv[1]), 'utf-8', 10).start()"
 )
 TUNED_SERVER = (
-    "import sys; from ensemble_agg.swergio_shim import TunedServer; "
+    "import sys; from ensemble_agg.transport import TunedServer; "
     "TunedServer('127.0.0.1', int(sys.argv[1]), enable_logging=False).start()"
 )
 
@@ -505,7 +505,7 @@ def _whole_loop(tuned: bool, rounds: int) -> float:
     """rounds/s of server + 20 swergio model clients + environment + agg-client."""
     from swergio import Client
 
-    from ensemble_agg.swergio_shim import tune_client
+    from ensemble_agg.transport import tune_client
 
     port = _free_port()
     server = TUNED_SERVER if tuned else STOCK_SERVER

@@ -35,7 +35,7 @@ from pathlib import Path
 HOST = "127.0.0.1"
 N_MODELS = 20
 SERVER = (
-    "import sys, logging; from ensemble_agg.swergio_shim import TunedServer; "
+    "import sys, logging; from ensemble_agg.transport import TunedServer; "
     "logging.basicConfig(level=logging.ERROR); "
     "TunedServer('127.0.0.1', int(sys.argv[1]), enable_logging=False).start()"
 )

@@ -18,9 +18,19 @@ Aggregation
 UnknownModelError
     A submission from a model id the :class:`Aggregator` will not track.
 
-The swergio component lives in :mod:`ensemble_agg.swergio_shim` and the
-``agg-client`` command in :mod:`ensemble_agg.cli`; importing this package
-loads neither (nor swergio).
+Exceptions and warnings: :class:`UnknownModelError`,
+:class:`SingleModelBatchWarning`; the result types :class:`Aggregation` and
+:data:`RoundResult`.
+
+Inside, one module per concern: ``_validation`` (convert and check, once),
+``_math`` (the rules; one dispatch), ``_aggregator`` (rounds and tally, no
+I/O), ``_wire`` (swergio frames and message checks), ``_protocol`` (the
+aggregator component's message rules, no sockets), ``_component`` (its
+socket loop and state file), :mod:`ensemble_agg.transport` (swergio clients
+and a server without Nagle stalls), ``_routing``/``_server`` (agg-server),
+and the commands in :mod:`ensemble_agg.cli` and
+:mod:`ensemble_agg.server_cli`.  Importing this package loads none of the
+swergio side (nor swergio, scipy or dask).
 """
 
 from ._aggregator import Aggregator, UnknownModelError

@@ -34,7 +34,7 @@ from ._protocol import AggregatorProtocol, Counters, Outgoing, Rooms
 from ._settings import Settings
 from ._state_file import StateFileError, load_tally, remove_tally, save_tally
 from ._wire import may_concern_aggregator
-from .swergio_shim import ConnectionLost, TunedClient
+from .transport import ConnectionLost, TunedClient
 
 __all__ = ["AggregatorComponent", "ServerUnreachable", "Settings"]
 

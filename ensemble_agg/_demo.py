@@ -1,6 +1,6 @@
 """``agg-client --demo``: the whole loop on 127.0.0.1, with nothing else installed.
 
-It starts, in this process: a swergio server (:class:`TunedServer`, free
+It starts, in this process: a swergio server (agg-server's, on a free
 port), the real aggregator component (:class:`AggregatorComponent`, the same
 code ``agg-client`` runs), 20 simulated models (swergio clients with small
 random linear policies), a CartPole environment and an evolution-like
@@ -31,7 +31,7 @@ import numpy as np
 from ._cartpole import CartPole
 from ._component import AggregatorComponent, Settings
 from ._server import AggServer
-from .swergio_shim import TunedClient
+from .transport import TunedClient
 
 __all__ = ["run_demo"]
 

@@ -149,7 +149,7 @@ def test_frames_up_to_the_limit_keep_the_stream_in_step(tuned_server, agg):
 def test_transport_reads_past_64_chunks_without_losing_one():
     # item 4: a read burst is bounded (64 reads of 256 KiB), and the last read
     # of a burst used to be dropped, so frames over ~16 MB broke the stream.
-    from ensemble_agg.swergio_shim import TunedClient
+    from ensemble_agg.transport import TunedClient
 
     with _RawServer() as srv:
         client = TunedClient("t", HOST, srv.port, max_body=32 << 20)

@@ -1,4 +1,4 @@
-"""Tests of ensemble_agg.swergio_shim against real swergio servers and clients."""
+"""Tests of ensemble_agg.transport against real swergio servers and clients."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 from swergio import Client
 
-from ensemble_agg.swergio_shim import (
+from ensemble_agg.transport import (
     ConnectionLost,
     TunedClient,
     TunedServer,
