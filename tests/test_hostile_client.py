@@ -222,6 +222,34 @@ def test_bytes_out_of_step_lose_nothing_before_or_after(agg):
         assert "Traceback" not in log
 
 
+def test_failed_resends_after_a_reconnect_are_retried(agg):
+    # item 3: a server that stops reading makes agg-client's sends time out,
+    # so its ACTIONs wait for the reconnect; the next connections are reset
+    # while it registers and re-sends them (a send fails there); the
+    # connection after that gets them.  Nothing escapes, nothing is lost
+    # but what the reset connections swallowed.
+    with _RawServer(rcvbuf=4096) as srv:
+        proc = agg(srv.port, "--models", "1", wait=False)
+        stuck = srv.accept()  # never read from
+        proc.wait_log("connected to")
+        burst = b"".join(
+            frame(logits_msg("m00", [0.0, 3.0], True)) for _ in range(20_000)
+        )
+        threading.Thread(target=_send_quietly, args=(stuck, burst), daemon=True).start()
+        proc.wait_log("connection to", timeout=30)  # its send gave up: lost
+        _reset(stuck)
+        for _ in range(2):
+            _reset(srv.accept())
+        conn = srv.accept()
+        actions = []
+        deadline = time.monotonic() + 20
+        while not actions and time.monotonic() < deadline:
+            actions = [m for m in _frames_after(conn, 0.2) if "ACTION" in m]
+        assert actions and actions[0]["ACTION"] == [1]
+        log = _stats(proc)
+        assert "Traceback" not in log and "internal_errors=0" in log
+
+
 def test_cut_short_headers_through_the_stock_server_cannot_stop_the_rounds(server, agg):
     # items 4 and 5, as a review found them: the stock server reads a header
     # with one recv(10) and forwards it as read when the message (or the one
