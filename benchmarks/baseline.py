@@ -1,13 +1,13 @@
 """PyTorch baselines: the original ``get_action`` and its vectorised form.
 
-``get_action`` is the original component's helper (``03_aggregation.rst``),
-line for line, with two changes the tests need: ``squeeze()`` became
-``reshape(-1)`` (with one model the original's ``squeeze`` gives a 0-d
-tensor), and an optional ``action`` asks for the contributions of a given
-(sampled) action.  It also returns the ensemble distribution.  The parity
-tests (``tests/helpers.py``) use this same function.  ``batched`` is what a
-torch user would write for many steps at once (softmax, sum over models,
-sample or argmax, contributions by gather), run on one thread.
+``get_action`` behaves as the original component's helper
+(``03_aggregation.rst``), which ``original_03_aggregation.py`` imports from
+here; its body is ``get_action_detailed``, the original's lines with two
+additions the parity tests (``tests/helpers.py``) use: an optional
+``action`` asks for the contributions of a given (sampled) action, and the
+ensemble distribution is returned too.  ``batched`` is what a torch user
+would write for many steps at once (softmax, sum over models, sample or
+argmax, contributions by gather), run on one thread.
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ from torch.distributions import Categorical
 from torch.distributions.utils import logits_to_probs
 
 
-def get_action(dict_actions_logits, deterministic=False, action=None):
+def get_action(dict_actions_logits, deterministic=False):
+    action, contribution, _ = get_action_detailed(dict_actions_logits, deterministic)
+    return action, contribution
+
+
+def get_action_detailed(dict_actions_logits, deterministic=False, action=None):
     all_probs = torch.stack(
         [
             logits_to_probs(torch.tensor(v).unsqueeze(0))
@@ -34,7 +39,7 @@ def get_action(dict_actions_logits, deterministic=False, action=None):
     else:
         action = dist.sample().numpy()
     ai = action[0]
-    ai_cont = (all_probs[:, :, ai].reshape(-1) / probs[:, ai]).numpy()
+    ai_cont = (all_probs[:, :, ai].squeeze() / probs[:, ai]).numpy()
     contribution = {k: ai_cont[i] for i, k in enumerate(dict_actions_logits.keys())}
     return action, contribution, dist.probs[0].numpy()
 
