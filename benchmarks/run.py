@@ -314,7 +314,7 @@ def _process(cmd: list[str], port_to_wait: int | None = None, log=None):
 
 def _agg_client(port: int) -> list[str]:
     return [sys.executable, "-m", "ensemble_agg", "--server", HOST, "--port", str(port),
-            "--stats-interval", "0", "--log-level", "WARNING"]  # fmt: skip
+            "--stats-interval", "0", "--log-level", "INFO"]  # fmt: skip
 
 
 def _cpu_seconds(pid: int) -> float:

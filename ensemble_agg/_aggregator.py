@@ -34,6 +34,7 @@ from ._validation import (
     check_nonnegative,
     check_rule,
     check_temperature,
+    label,
     preview,
 )
 
@@ -441,7 +442,7 @@ class Aggregator:
         if self._model_ids is not None:
             if model_id not in self._model_ids:
                 raise UnknownModelError(
-                    f"model {preview(model_id)} is not one of the {len(self._model_ids)} "
+                    f"model {label(model_id)} is not one of the {len(self._model_ids)} "
                     f"known model ids",
                     IdRejection.UNLISTED,
                 )
@@ -451,7 +452,7 @@ class Aggregator:
             )
             if tracked >= self.max_ids:
                 raise UnknownModelError(
-                    f"model {preview(model_id)} is new and {tracked} distinct ids are "
+                    f"model {label(model_id)} is new and {tracked} distinct ids are "
                     f"already tracked (max_ids={self.max_ids}); it is dropped "
                     f"until the tally is popped",
                     IdRejection.CAP,
@@ -459,7 +460,7 @@ class Aggregator:
 
     def _as_row(self, model_id: Hashable, logits: Any) -> list[float]:
         """Convert and check one model's logits (a new list: no later leaks)."""
-        what = f"logits of model {preview(model_id)}"
+        what = f"logits of model {label(model_id)}"
         if isinstance(logits, (str, bytes)):
             raise TypeError(f"{what} must be numbers, got {type(logits).__name__}")
         if type(logits) is not list and type(logits) is not tuple:
@@ -475,7 +476,7 @@ class Aggregator:
     def _check_width(self, model_id: Hashable, n: int, *, replacing: bool) -> None:
         if self._n_actions_fixed is not None and n != self._n_actions_fixed:
             raise ValueError(
-                f"model {preview(model_id)} sent {n} logits; this aggregator takes "
+                f"model {label(model_id)} sent {n} logits; this aggregator takes "
                 f"{self._n_actions_fixed} actions (n_actions)"
             )
         expected = self._n_actions if self._round else None
@@ -483,7 +484,7 @@ class Aggregator:
             expected = None  # the only submission may change the round's width
         if expected is not None and n != expected:
             raise ValueError(
-                f"model {preview(model_id)} sent {n} logits; this round has {expected} "
+                f"model {label(model_id)} sent {n} logits; this round has {expected} "
                 f"actions (set by its first submission)"
             )
 

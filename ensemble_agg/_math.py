@@ -225,7 +225,9 @@ def _members(x: FloatArray, w: FloatArray | None, per_model: bool) -> _Members:
     if shift is None:
         shift = x.max(axis=-1, keepdims=True)
     e = np.exp(x - shift)
-    norm = e.sum(axis=-1)
+    # einsum's loops sum each step alone and in a fixed order (a BLAS product
+    # would group steps; .sum over a short axis is three times slower).
+    norm = np.einsum("...a->...", e)
     coef = 1.0 / norm if w is None else w / norm
     return _Members(e, coef)
 
@@ -255,9 +257,8 @@ def _ensemble(
     as NaN in ``P``.
     """
     members = _members(x, w, per_model=rule == "product")
-    # sum over models of coef_i * e_i, one step at a time (a matrix product
-    # would let BLAS group steps, and a step's last bits with them)
-    qsum = (members.coef[..., :, None] * members.e).sum(axis=-2)
+    # sum over models of coef_i * e_i, one step at a time (see _members)
+    qsum = np.einsum("...m,...ma->...a", members.coef, members.e)
     if rule == "sum":
         s = qsum
         if t != 1.0:

@@ -111,11 +111,11 @@ def sum_two_actions_batched(
     # sum_i w_i p_i(a), one step at a time: a BLAS product would group steps
     # and let a step's last bits depend on its neighbours.
     if w is None:
-        s0 = p0.sum(axis=-1)
-        s1 = p1.sum(axis=-1)
+        s0 = np.einsum("...m->...", p0)
+        s1 = np.einsum("...m->...", p1)
     else:
-        s0 = (p0 * w).sum(axis=-1)
-        s1 = (p1 * w).sum(axis=-1)
+        s0 = np.einsum("...m,m->...", p0, w)
+        s1 = np.einsum("...m,m->...", p1, w)
     total = s0 + s1
     probs = np.stack([s0 / total, s1 / total], axis=-1)
     if deterministic:

@@ -28,6 +28,7 @@ __all__ = [
     "check_temperature",
     "check_values",
     "check_weights",
+    "label",
     "preview",
 ]
 
@@ -214,6 +215,13 @@ def as_row(values: Any, what: str) -> list[float]:
             f"must allow at least one action"
         )
     return row
+
+
+def label(value: object) -> str:
+    """``repr(value)`` for a message, cheap for the usual short string id."""
+    if type(value) is str and len(value) <= 60:
+        return repr(value)
+    return preview(value)
 
 
 def _not_flat(values: Any, what: str) -> str:

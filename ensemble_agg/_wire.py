@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._validation import as_row, preview
+from ._validation import as_row, label, preview
 
 __all__ = [
     "BadMessage",
@@ -427,7 +427,7 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
     model_id = message["COMPONENT_ID"]
     if type(model_id) is not str:
         raise BadMessage(
-            f"COMPONENT_ID is {type(model_id).__name__} {preview(model_id)}; "
+            f"COMPONENT_ID is {type(model_id).__name__} {label(model_id)}; "
             f"expected a string"
         )
     if not model_id or len(model_id) > MAX_ID_LENGTH:
@@ -435,29 +435,29 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
             f"COMPONENT_ID has {len(model_id)} characters; expected 1 to {MAX_ID_LENGTH}"
         )
     if not has_logits:
-        raise BadMessage(f"COMPONENT_ID {preview(model_id)} without LOGITS")
+        raise BadMessage(f"COMPONENT_ID {label(model_id)} without LOGITS")
     logits = message["LOGITS"]
     if type(logits) is not list:
         raise BadMessage(
-            f"LOGITS of {preview(model_id)} is {type(logits).__name__} {preview(logits)}; "
+            f"LOGITS of {label(model_id)} is {type(logits).__name__} {preview(logits)}; "
             f"expected a list of numbers"
         )
     n = len(logits)
     if n == 0:
-        raise BadMessage(f"LOGITS of {preview(model_id)} is empty")
+        raise BadMessage(f"LOGITS of {label(model_id)} is empty")
     if n > max_actions:
         raise BadMessage(
-            f"LOGITS of {preview(model_id)} has {n} entries; the limit is {max_actions} "
+            f"LOGITS of {label(model_id)} has {n} entries; the limit is {max_actions} "
             f"(--max-actions)"
         )
     for i, value in enumerate(logits):
         kind = type(value)
         if kind is not float and kind is not int:
             raise BadMessage(
-                f"LOGITS[{i}] of {preview(model_id)} is {preview(value)}; expected a number"
+                f"LOGITS[{i}] of {label(model_id)} is {preview(value)}; expected a number"
             )
     try:
-        row = as_row(logits, f"LOGITS of {preview(model_id)}")
+        row = as_row(logits, f"LOGITS of {label(model_id)}")
     except (TypeError, ValueError) as exc:
         raise BadMessage(str(exc)) from None
     det = message.get("DETERMINISTIC", False)
@@ -466,7 +466,7 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
             det = False
         else:
             raise BadMessage(
-                f"DETERMINISTIC of {preview(model_id)} is {preview(det)}; expected true or false"
+                f"DETERMINISTIC of {label(model_id)} is {preview(det)}; expected true or false"
             )
     return Submission(model_id, row, det)
 
