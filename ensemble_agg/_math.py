@@ -192,44 +192,58 @@ class _Members(NamedTuple):
 
     e: FloatArray
     coef: FloatArray
+    norm: FloatArray  # sum_a e, per model
 
 
-# Beyond these logit ranges one shift for a whole step could underflow a
-# model's every probability; then each model is shifted by its own max.
-_GLOBAL_SHIFT_RANGE = {np.dtype(np.float64): 600.0, np.dtype(np.float32): 80.0}
+# A model whose sum of exps, shifted by its step's largest logit, is below
+# this has its largest logit some 600 (float32: 80) below the step's: its
+# probabilities would lose precision, so its step shifts each model apart.
+_MIN_NORM = {
+    np.dtype(np.float64): math.exp(-600.0),
+    np.dtype(np.float32): math.exp(-80.0),
+}
 
 
 def _members(x: FloatArray, w: FloatArray | None, per_model: bool) -> _Members:
-    """Member policies of validated ``x``; NaN rows mark invalid input.
+    """Member policies of checked ``x``, in factored form.
 
     Every step is computed from its own logits alone (its own shift, sums
     that never span steps), so a step's result does not depend on the batch
     it came in, to the last bit: a dask array split any way gives the NumPy
     result.  ``per_model`` shifts each model by its own max.
     """
-    shift = None
-    if not per_model:
-        # The usual case, a step's logits within a few hundred of each other,
-        # takes one shift per step (a reduction over the step's contiguous
-        # models x actions) instead of one per model (a slow reduction over a
-        # short axis).  -inf, +inf and NaN fail the comparison and take the
-        # per-model shift, which is exact for -inf and makes NaN of the rest.
-        axes = (-2, -1)
-        hi = x.max(axis=axes, keepdims=True)
-        # (inf - inf and 1e308 - -1e308 are NaN and inf here: both fail.)
-        ok = hi - x.min(axis=axes, keepdims=True) < _GLOBAL_SHIFT_RANGE[x.dtype]
-        if ok.all():
-            shift = hi
-        else:  # decided step by step, so a step's neighbours do not matter
-            shift = np.where(ok, hi, x.max(axis=-1, keepdims=True))
-    if shift is None:
-        shift = x.max(axis=-1, keepdims=True)
+    if per_model:
+        return _members_shifted(x, x.max(axis=-1, keepdims=True), w)
+    # The usual case shifts each step by its largest logit: one reduction
+    # over the step's contiguous models x actions, where a max per model is
+    # a slow reduction over a short axis.
+    members = _members_shifted(x, x.max(axis=(-2, -1), keepdims=True), w)
+    # A model whose largest logit is far below its step's would lose its
+    # probabilities' precision (or all of them, to 0/0); its sum of exps
+    # says so.  Those steps, and only they, shift each model by its own max.
+    coarse = members.norm < _MIN_NORM[x.dtype]
+    if not coarse.any():
+        return members
+    if x.ndim == 2:
+        return _members_shifted(x, x.max(axis=-1, keepdims=True), w)
+    steps = coarse.any(axis=-1)
+    xs = x[steps]
+    fine = _members_shifted(xs, xs.max(axis=-1, keepdims=True), w)
+    members.e[steps] = fine.e
+    members.coef[steps] = fine.coef
+    members.norm[steps] = fine.norm
+    return members
+
+
+def _members_shifted(
+    x: FloatArray, shift: FloatArray, w: FloatArray | None
+) -> _Members:
     e = np.exp(x - shift)
     # einsum's loops sum each step alone and in a fixed order (a BLAS product
     # would group steps; .sum over a short axis is three times slower).
     norm = np.einsum("...a->...", e)
     coef = 1.0 / norm if w is None else w / norm
-    return _Members(e, coef)
+    return _Members(e, coef, norm)
 
 
 def _scores_to_probs(
