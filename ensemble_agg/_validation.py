@@ -232,7 +232,8 @@ def check_rule(rule: object) -> str:
     """Return ``rule`` if it names a known rule, else raise ``ValueError``."""
     if not isinstance(rule, str) or rule not in RULES:
         raise ValueError(
-            f"unknown rule {rule!r}; expected one of {', '.join(map(repr, RULES))}"
+            f"unknown rule {preview(rule)}; expected one of "
+            f"{', '.join(map(repr, RULES))}"
         )
     return rule
 
@@ -244,7 +245,7 @@ def check_temperature(temperature: object) -> float:
     ):
         raise TypeError(
             f"temperature must be a number, got {type(temperature).__name__} "
-            f"{temperature!r}"
+            f"{preview(temperature)}"
         )
     try:
         t = float(temperature)
@@ -252,7 +253,8 @@ def check_temperature(temperature: object) -> float:
         t = math.inf
     if not (math.isfinite(t) and t > 0):
         raise ValueError(
-            f"temperature must be a finite number > 0, got {temperature!r}"
+            "temperature must be a finite number > 0, got "
+            + (preview(temperature) if isinstance(temperature, int) else f"{t}")
         )
     return t
 
@@ -296,11 +298,13 @@ def check_weights(weights: object, n_models: int, dtype: np.dtype[Any]) -> Float
         )
     bad = np.flatnonzero(~np.isfinite(w))
     if bad.size:
-        raise ValueError(f"weights must be finite; weight {bad[0]} is {w[bad[0]]!r}")
+        raise ValueError(
+            f"weights must be finite; weight {bad[0]} is {float(w[bad[0]])}"
+        )
     neg = np.flatnonzero(w < 0)
     if neg.size:
         raise ValueError(
-            f"weights must be non-negative; weight {neg[0]} is {w[neg[0]]!r}"
+            f"weights must be non-negative; weight {neg[0]} is {float(w[neg[0]])}"
         )
     if not w.any():
         raise ValueError("weights are all zero; at least one model must count")
