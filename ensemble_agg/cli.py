@@ -66,9 +66,26 @@ def _typed(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]:
     return parse
 
 
-def env_var(name: str) -> str:
-    """The environment variable of setting ``name``: ``AGG_`` + upper case."""
-    return "AGG_" + name.upper()
+def client_options() -> list[tuple[str, Callable[[str], Any], Any, str, str]]:
+    """agg-client's options, ``(flag, converter, default, metavar, help)``, from Settings."""
+    return [
+        (
+            "--" + name.replace("_", "-"),
+            option.convert,
+            default,
+            option.metavar,
+            option.help,
+        )
+        for name, default, option in options()
+    ]
+
+
+#: The options whose values are one of a few.
+CHOICES = {
+    "--" + name.replace("_", "-"): option.choices
+    for name, _, option in options()
+    if option.choices is not None
+}
 
 
 def _boolean(text: str) -> bool:
@@ -184,42 +201,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
             "cannot be read or written at start, 4 for an internal error."
         ),
     )
-    for name, default, option in options():
-        flag = "--" + name.replace("_", "-")
-        var = env_var(name)
-        convert = _typed(option.convert, flag[2:])
-        value = default
-        if env.get(var, "") != "":
-            try:
-                value = convert(env[var])
-            except argparse.ArgumentTypeError as exc:
-                parser.error(f"environment variable {var}: {exc}")
-            if option.choices is not None and value not in option.choices:
-                parser.error(
-                    f"environment variable {var}: {preview(value)} is not one of "
-                    f"{', '.join(option.choices)}"
-                )
-        parser.add_argument(
-            flag,
-            dest=name,
-            type=convert,
-            default=value,
-            metavar=option.metavar,
-            choices=option.choices,
-            help=option.help + f" [env {var}]",
-        )
-    demo_default = False
-    if env.get("AGG_DEMO", "") != "":
-        try:
-            demo_default = _boolean(env["AGG_DEMO"])
-        except ValueError as exc:
-            parser.error(f"environment variable AGG_DEMO: {exc}")
-    parser.add_argument(
+    demo = (
         "--demo",
-        action="store_true",
-        default=demo_default,
-        help="run a self-contained demonstration on 127.0.0.1 and exit [env AGG_DEMO]",
+        bool,
+        False,
+        "",
+        "run a self-contained demonstration on 127.0.0.1 and exit",
     )
+    add_env_options(parser, [*client_options(), demo], "AGG_", env, CHOICES)
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}"
     )

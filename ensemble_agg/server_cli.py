@@ -20,8 +20,14 @@ from typing import Any
 
 from . import __version__
 from ._server import DEFAULT_MAX_FRAME_BYTES, AggServer
-from ._settings import LOG_LEVELS, options, port, positive_int
-from .cli import _setup_logging, add_env_options, on_stop_signals, this_host_address
+from ._settings import LOG_LEVELS, port, positive_int
+from .cli import (
+    _setup_logging,
+    add_env_options,
+    client_options,
+    on_stop_signals,
+    this_host_address,
+)
 
 __all__ = ["EXIT_CANNOT_BIND", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -42,16 +48,7 @@ def _encoding(text: str) -> str:
 
 
 # (flag, type, default, metavar, help); some are agg-client's settings.
-_SHARED = {
-    "--" + name.replace("_", "-"): (
-        "--" + name.replace("_", "-"),
-        option.convert,
-        default,
-        option.metavar,
-        option.help,
-    )
-    for name, default, option in options()
-}
+_SHARED = {option[0]: option for option in client_options()}
 OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, str]] = [
     (
         "--host",
