@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from ensemble_agg._wire import encode_frame
+
 HOST = "127.0.0.1"
 N_MODELS = 20
 SERVER = (
@@ -42,8 +44,7 @@ SERVER = (
 
 
 def frame(message: dict) -> bytes:
-    body = json.dumps(message).encode()
-    return f"{len(body):<10}".encode() + body
+    return encode_frame(message, "utf-8", 10)
 
 
 def raw(body: bytes) -> bytes:

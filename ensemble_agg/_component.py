@@ -111,6 +111,7 @@ class AggregatorComponent:
         )
         self.client: TunedClient | None = None
         self._outbox: collections.deque[dict[str, Any]] = collections.deque()
+        self._outbox_full = False  # warned that ACTIONs were dropped
         self._state_error = False
         self._last_save = -float("inf")
         self._link_error: Exception | None = None  # set when the link broke
@@ -335,7 +336,15 @@ class AggregatorComponent:
         so the next ``GET`` answers it: a GET's reply is the only copy.
         """
         if len(self._outbox) >= OUTBOX_LIMIT:
-            self._give_back(self._outbox.popleft())
+            oldest = self._outbox.popleft()
+            self._give_back(oldest)
+            if "CONTRIBUTION" not in oldest and not self._outbox_full:
+                self._outbox_full = True  # once, until the outbox drains
+                logger.warning(
+                    "more than %d messages wait for the reconnect; the oldest "
+                    "ACTIONs are dropped (stale by now)",
+                    OUTBOX_LIMIT,
+                )
         self._outbox.append(message)
 
     def _give_back(self, message: dict[str, Any]) -> None:
@@ -359,6 +368,7 @@ class AggregatorComponent:
         while self._outbox:
             self.client.send(self._outbox[0])
             self._outbox.popleft()
+        self._outbox_full = False
 
     # -- the state file --------------------------------------------------------
 
