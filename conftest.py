@@ -3,5 +3,7 @@
 import importlib.util
 
 # --doctest-modules imports every module of the package; the dask one needs
-# the optional extra (and is covered by tests/test_dask.py when it is there).
-collect_ignore = [] if importlib.util.find_spec("dask") else ["ensemble_agg/_dask.py"]
+# the optional extra (and is covered by tests/test_dask_backend.py when it is there).
+collect_ignore = (
+    [] if importlib.util.find_spec("dask") else ["ensemble_agg/dask_backend.py"]
+)

@@ -54,7 +54,7 @@ from _net import machine  # noqa: E402
 from _net import wait_port as _wait_port  # noqa: E402
 
 from ensemble_agg import Aggregator, aggregate  # noqa: E402
-from ensemble_agg._wire import encode_frame  # noqa: E402
+from ensemble_agg.protocol.framing import encode_frame  # noqa: E402
 
 HOST = "127.0.0.1"
 ROWS: list[dict[str, Any]] = []

@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from ensemble_agg._wire import encode_frame
+from ensemble_agg.protocol.framing import encode_frame
 
 HOST = "127.0.0.1"
 N_MODELS = 20

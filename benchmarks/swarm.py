@@ -230,7 +230,7 @@ class Swarm:
 
 def _frozen_member(port: int) -> socket.socket:
     """A member of every busy room that never reads (a hung dashboard, say)."""
-    from ensemble_agg._wire import encode_frame
+    from ensemble_agg.protocol.framing import encode_frame
 
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

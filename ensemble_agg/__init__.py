@@ -22,25 +22,32 @@ Exceptions and warnings: :class:`UnknownModelError`,
 :class:`SingleModelBatchWarning`; the result types :class:`Aggregation` and
 :data:`RoundResult`.
 
-Inside, one module per concern: ``_validation`` (convert and check, once),
-``_math`` (the rules; one dispatch), ``_aggregator`` (rounds and tally, no
-I/O), ``_wire`` (swergio frames and message checks), ``_protocol`` (the
-aggregator component's message rules, no sockets), ``_component`` (its
-socket loop and state file), :mod:`ensemble_agg.transport` (swergio clients
-and a server without Nagle stalls), ``_routing``/``_server`` (agg-server),
-and the commands in :mod:`ensemble_agg.cli` and
-:mod:`ensemble_agg.server_cli`.  Importing this package loads none of the
-swergio side (nor swergio, scipy or dask).
+The package's tree is its architecture; each layer imports only those above
+it in this list, never the reverse:
+
+- ``util``: message text and rate limits, no dependencies.
+- ``core``: NumPy only: checks, the rules, per-step random streams,
+  :func:`aggregate`, :class:`Aggregator`.  No sockets, threads or dask.
+- ``dask_backend``: :func:`aggregate` on dask arrays, on top of the core.
+- ``protocol``: swergio without sockets: framing, the message-type table,
+  the aggregator's message checks and rules, agg-server's router.
+- ``transport``: the I/O loops: the swergio client
+  (:mod:`ensemble_agg.transport`), agg-client's component loop, agg-server,
+  the state file.
+- ``cli`` and ``demo``: the two commands and the demonstration.
+
+Importing this package loads none of the swergio side (nor swergio, scipy or
+dask).
 """
 
-from ._aggregator import Aggregator, UnknownModelError
-from ._math import (
+from .core.aggregation import (
     Aggregation,
     RoundResult,
     SingleModelBatchWarning,
     aggregate,
     softmax,
 )
+from .core.aggregator import Aggregator, UnknownModelError
 
 __version__ = "0.1.0"
 

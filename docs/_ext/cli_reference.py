@@ -18,7 +18,7 @@ class AggClientOptions(Directive):
 
     @staticmethod
     def build_parser(environ):
-        from ensemble_agg.cli import build_parser
+        from ensemble_agg.cli.agg_client import build_parser
 
         return build_parser(environ)
 
@@ -65,7 +65,7 @@ class AggClientOptions(Directive):
 class AggServerOptions(AggClientOptions):
     @staticmethod
     def build_parser(environ):
-        from ensemble_agg.server_cli import build_parser
+        from ensemble_agg.cli.agg_server import build_parser
 
         return build_parser(environ)
 

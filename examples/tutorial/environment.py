@@ -15,7 +15,7 @@ from common import FORMAT, HEADER_LENGTH, PORT, SERVER
 from swergio import Client
 
 # The classic cart-pole task (the same one agg-client --demo steps).
-from ensemble_agg._cartpole import CartPole
+from ensemble_agg.demo import CartPole
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 

@@ -1,0 +1,313 @@
+"""The aggregator component's protocol: wire messages in, wire messages out.
+
+No sockets, no clocks, no files: :class:`AggregatorProtocol` is fed decoded
+frames with the caller's ``now`` and returns the messages to send, so every
+rule of the component (which room, which key, what is dropped and why, when
+a straggler round closes) is tested in-process, frame by frame.  The socket
+loop in ``transport/component.py`` only moves bytes, keeps time and writes the state
+file.
+
+Theory of operation
+-------------------
+A frame is one of: undecodable (dropped with a warning), traffic we do not
+serve (other rooms, ``_command``, direct messages; ignored silently), or a
+message in the logits or the evolution room.  In the logits room a message
+with ``LOGITS`` or ``COMPONENT_ID`` is a submission: ``messages`` checks its
+shape, :meth:`ensemble_agg.Aggregator.submit` converts and checks its values
+and keeps the round.  In the evolution room ``CMD: GET`` pops the tally.  A
+peer's mistake is :class:`~ensemble_agg.protocol.messages.BadMessage` or the
+aggregator's ``ValueError``/``TypeError``, converted here, in one place, into
+one rate-limited WARNING; anything else is a bug and goes to the caller's
+exception boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ..core.aggregator import Aggregator, IdRejection, UnknownModelError
+from ..util.text import preview
+from .framing import Frame
+from .messages import (
+    BadMessage,
+    parse_command,
+    parse_submission,
+    propagated,
+    sender_of,
+)
+
+__all__ = ["AggregatorProtocol", "Counters", "Outgoing", "WarningLimiter"]
+
+logger = logging.getLogger(__name__)
+
+DATA_CUSTOM = "DATA/CUSTOM"
+#: swergio's message types (``swergio.MESSAGE_TYPE``); another TYPE in one of
+#: our rooms is a malformed message.
+KNOWN_TYPES = frozenset(
+    {
+        "COMMAND/REGISTER",
+        "COMMAND/JOINROOM",
+        "COMMAND/LEAVEROOM",
+        "COMMAND/DISCONNECT",
+        "DATA/FORWARD",
+        "DATA/GRADIENT",
+        "DATA/REWARD",
+        "DATA/CUSTOM",
+        "LOG/MESSAGE",
+    }
+)
+
+
+@dataclass
+class Counters:
+    """What the stats line reports, all since start."""
+
+    rounds: int = 0
+    early: int = 0
+    discarded: int = 0
+    dropped: int = 0
+    gets: int = 0
+    reconnects: int = 0
+    internal_errors: int = 0
+
+
+class Outgoing(NamedTuple):
+    """A message to send; ``clears_tally`` if it answers a GET.
+
+    A GET's reply must not go out before the cleared tally is on disk (or the
+    reply says it is not), so the caller saves the state file first.
+    """
+
+    message: dict[str, Any]
+    clears_tally: bool = False
+
+
+class WarningLimiter:
+    """Let a burst of warnings through, then a few a second; count the rest.
+
+    A token bucket: a peer that floods bad messages costs a few log lines a
+    second, and :attr:`suppressed` (in the stats line) says how many were
+    left out.
+
+    Examples
+    --------
+    >>> limiter = WarningLimiter(burst=2, per_second=1.0)
+    >>> [limiter.allow(now=0.0) for _ in range(3)], limiter.suppressed
+    ([True, True, False], 1)
+    >>> limiter.allow(now=1.0)
+    True
+    """
+
+    def __init__(self, burst: int = 50, per_second: float = 5.0) -> None:
+        self.burst = burst
+        self.per_second = per_second
+        self.suppressed = 0
+        self._tokens = float(burst)
+        self._then: float | None = None
+
+    def allow(self, now: float) -> bool:
+        """True if a warning may be logged at ``now``."""
+        if self._then is not None:
+            self._tokens = min(
+                self.burst, self._tokens + (now - self._then) * self.per_second
+            )
+        self._then = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.suppressed += 1
+        return False
+
+
+@dataclass(frozen=True)
+class Rooms:
+    """The component's name and rooms (the original's defaults)."""
+
+    name: str = "aggregation"
+    logits: str = "logits"
+    action: str = "action"
+    evolution: str = "evolution"
+
+
+class AggregatorProtocol:
+    """The original component's two handlers, on an :class:`~ensemble_agg.Aggregator`.
+
+    Parameters
+    ----------
+    aggregator : Aggregator
+        Holds the round and the tally.
+    rooms : Rooms
+        Name and rooms.
+    max_actions : int
+        Longer ``LOGITS`` are dropped as malformed.
+    step_timeout : float, optional
+        Close a round that has waited this long (see :meth:`tick`).
+
+    Examples
+    --------
+    >>> from ensemble_agg import Aggregator
+    >>> from ensemble_agg.protocol.framing import Frame
+    >>> proto = AggregatorProtocol(Aggregator(1), Rooms(), max_actions=16)
+    >>> out = proto.handle_frame(
+    ...     Frame({"TYPE": "DATA/CUSTOM", "TO_ROOM": "logits", "LOGITS": [0, 1],
+    ...            "COMPONENT_ID": "m", "DETERMINISTIC": True, "ROOT_ID": "r1"}),
+    ...     now=0.0,
+    ... )
+    >>> msg = out[0].message
+    >>> msg["ACTION"], msg["TO_ROOM"], msg["ROOT_ID"], msg["SENT_BY"]
+    ([1], 'action', 'r1', 'aggregation')
+    """
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        rooms: Rooms,
+        *,
+        max_actions: int,
+        step_timeout: float | None = None,
+    ) -> None:
+        self.aggregator = aggregator
+        self.rooms = rooms
+        self.max_actions = max_actions
+        self.step_timeout = step_timeout
+        self.counters = Counters()
+        self.warnings = WarningLimiter()
+        #: True when the tally changed since the caller last saved it.
+        self.dirty = False
+        self._cap_warned = False
+
+    # -- input -------------------------------------------------------------
+
+    def handle_frame(self, frame: Frame, now: float) -> list[Outgoing]:
+        """Handle one decoded frame; return the messages to send."""
+        message = frame.message
+        if message is None:
+            self._drop(f"{frame.error}", "an unknown sender (undecodable frame)", now)
+            return []
+        room = message.get("TO_ROOM")
+        rooms = self.rooms
+        if type(room) is not str or (room != rooms.logits and room != rooms.evolution):
+            return []  # _command traffic, other rooms, direct messages
+        kind = message.get("TYPE")
+        if kind != DATA_CUSTOM:
+            if type(kind) is not str or kind not in KNOWN_TYPES:
+                self._drop(
+                    f"unknown TYPE {preview(kind)} in room {room!r}",
+                    sender_of(message),
+                    now,
+                )
+            return []
+        out: list[Outgoing] = []
+        try:
+            if room == rooms.logits:
+                out += self._submission(message, now)
+            if room == rooms.evolution:
+                out += self._command(message)
+        except BadMessage as exc:
+            self._drop(f"{exc} (room {room!r})", sender_of(message), now)
+        return out
+
+    def tick(self, now: float) -> list[Outgoing]:
+        """Close the open round if it has waited ``step_timeout``; see ``expire``."""
+        if self.step_timeout is None:
+            return []
+        expiry = self.aggregator.expire(now, self.step_timeout)
+        if expiry is None:
+            return []
+        if expiry.result is None:
+            self.counters.discarded += 1
+            logger.warning(
+                "step timeout: a round with %d models could not be aggregated and "
+                "was discarded (%s); ids %s",
+                len(expiry.present),
+                expiry.error,
+                _ids(expiry.present),
+            )
+            return []
+        self.counters.rounds += 1
+        self.counters.early += 1
+        self.dirty = True
+        logger.warning(
+            "step timeout: closed a round after %.3g s with %d of %d models; "
+            "missing: %s",
+            self.step_timeout,
+            len(expiry.present),
+            self.aggregator.n_models,
+            _ids(expiry.missing) if expiry.missing else "(ids not known yet)",
+        )
+        return [Outgoing(self._reply(None, self.rooms.action, expiry.result.action))]
+
+    # -- the two handlers --------------------------------------------------
+
+    def _submission(self, message: dict[str, Any], now: float) -> list[Outgoing]:
+        sub = parse_submission(message, self.max_actions)
+        if sub is None:
+            return []
+        try:
+            result = self.aggregator._submit_row(
+                sub.model_id, sub.logits, sub.deterministic, now
+            )
+        except UnknownModelError as exc:
+            if exc.reason is not IdRejection.CAP:
+                raise BadMessage(str(exc)) from None
+            self.counters.dropped += 1
+            if not self._cap_warned:  # one line, not one per message of a flood
+                self._cap_warned = True
+                logger.warning(
+                    "dropping messages from new model ids: %s (further drops are "
+                    "counted in the stats line)",
+                    exc,
+                )
+            return []
+        except (ValueError, TypeError) as exc:
+            raise BadMessage(str(exc)) from None
+        if result is None:
+            return []
+        self.counters.rounds += 1
+        self.dirty = True
+        return [Outgoing(self._reply(message, self.rooms.action, result.action))]
+
+    def _command(self, message: dict[str, Any]) -> list[Outgoing]:
+        if parse_command(message) != "GET":
+            return []
+        tally: dict[Hashable, float] = self.aggregator.pop_contributions()
+        for model_id in self.aggregator.pending:  # seen, but no round finished yet
+            tally.setdefault(model_id, 0.0)
+        self._cap_warned = False
+        self.counters.gets += 1
+        self.dirty = True
+        reply = self._message(message, self.rooms.evolution, {"CONTRIBUTION": tally})
+        return [Outgoing(reply, clears_tally=True)]
+
+    # -- output ------------------------------------------------------------
+
+    def _reply(self, request: dict[str, Any] | None, room: str, action: int) -> dict:
+        return self._message(request, room, {"ACTION": [action]})
+
+    def _message(
+        self, request: dict[str, Any] | None, room: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``body`` as swergio's EventHandler and Client would send it."""
+        body["ID"] = uuid.uuid4().hex
+        body["TYPE"] = DATA_CUSTOM
+        body["TO_ROOM"] = room
+        if request is not None:
+            for key in ("ROOT_ID", "MODEL_STATUS"):
+                if key in request and propagated(request[key]):
+                    body[key] = request[key]
+        body["SENT_BY"] = self.rooms.name
+        return body
+
+    def _drop(self, reason: str, sender: str, now: float) -> None:
+        self.counters.dropped += 1
+        if self.warnings.allow(now):
+            logger.warning("dropped a message from %s: %s", sender, reason)
+
+
+def _ids(ids: tuple[Hashable, ...], limit: int = 10) -> str:
+    shown = ", ".join(map(preview, ids[:limit]))
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")

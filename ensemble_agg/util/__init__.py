@@ -1,0 +1,1 @@
+"""Helpers with no dependencies that every layer may import: message text, rate limits."""

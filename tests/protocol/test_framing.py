@@ -1,0 +1,167 @@
+"""Tests of ensemble_agg.protocol.framing and .messages: frames and message checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ensemble_agg.protocol.framing import FrameDecoder, encode_frame
+from ensemble_agg.protocol.messages import BadMessage, parse_command, parse_submission
+
+
+def test_encode_frame_matches_swergio_client_bytes():
+    msg = {
+        "ID": "x",
+        "TYPE": "DATA/CUSTOM",
+        "TO_ROOM": "action",
+        "ACTION": [1],
+        "é": "ü",
+    }
+    body = json.dumps(msg).encode("utf-8")
+    assert encode_frame(msg, "utf-8", 10) == f"{len(body):<10}".encode() + body
+    assert encode_frame(msg, "utf-8", 16)[:16] == f"{len(body):<16}".encode()
+
+
+def test_encode_frame_rejects_body_too_long_for_header():
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_frame({"A": "x" * 200}, "utf-8", 2)
+
+
+messages = st.dictionaries(
+    st.text(max_size=5),
+    st.one_of(
+        st.integers(), st.text(max_size=20), st.lists(st.floats(allow_nan=False))
+    ),
+    max_size=5,
+)
+
+
+@given(st.lists(messages, max_size=8), st.lists(st.integers(1, 50), max_size=20))
+def test_decoder_reassembles_any_split(msgs, cuts):
+    stream = b"".join(encode_frame(m, "utf-8", 10) for m in msgs)
+    dec = FrameDecoder("utf-8", 10, max_body=1 << 20)
+    out, pos = [], 0
+    for cut in [*cuts, len(stream)]:
+        out += [f.message for f in dec.feed(stream[pos : pos + cut])]
+        pos += cut
+    out += [f.message for f in dec.feed(stream[pos:])]
+    assert out == msgs
+    assert not dec.mid_frame
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{nope", "not valid JSON"),
+        (b"[1, 2]", "JSON list, not an object"),
+        (b'"s"', "JSON string"),
+        (b"3", "JSON number"),
+        (b"null", "JSON null"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_bad_bodies_are_reported_and_stream_continues(body, error):
+    dec = FrameDecoder("utf-8", 10, max_body=100)
+    stream = f"{len(body):<10}".encode() + body + encode_frame({"OK": 1}, "utf-8", 10)
+    frames = list(dec.feed(stream))
+    assert frames[0].message is None and error in frames[0].error
+    assert frames[1].message == {"OK": 1}
+
+
+def test_oversized_body_is_skipped_without_buffering():
+    dec = FrameDecoder("utf-8", 10, max_body=100)
+    big = encode_frame({"X": "y" * 10_000}, "utf-8", 10)
+    # Large frames are ordinary traffic (an evolution room's WEIGHTS): they
+    # pass by unread and are counted, not reported as errors.
+    assert dec.feed(big[:500]) == []
+    assert dec.skipped == 1
+    assert dec.buffered == 0
+    for i in range(500, len(big), 700):
+        assert list(dec.feed(big[i : i + 700])) == []
+        assert dec.buffered == 0
+    assert [f.message for f in dec.feed(encode_frame({"N": 2}, "utf-8", 10))] == [
+        {"N": 2}
+    ]
+    assert dec.skipped == 1
+
+
+@pytest.mark.parametrize("header", [b"abc       ", b"-5        ", b"\xff" * 10])
+def test_bad_header_resynchronises_at_the_next_frame(header):
+    # A header the swergio server cut short and forwarded: one error frame,
+    # then the frames after it, none of the earlier ones lost.
+    dec = FrameDecoder("utf-8", 10, 100)
+    good = encode_frame({"N": 1}, "utf-8", 10)
+    frames = dec.feed(good + header + b"{}" + good)
+    assert frames[0].message == {"N": 1}
+    assert "lost the frame boundaries" in frames[1].error
+    assert frames[2].message == {"N": 1} and len(frames) == 3
+    assert dec.resyncs == 1
+
+
+def test_forged_oversized_length_does_not_swallow_the_stream():
+    # "9" forwarded alone as a header, then 9 body bytes: read as 10 bytes,
+    # a length of 9 GB; the frames after it must still be read.
+    dec = FrameDecoder("utf-8", 10, 1 << 10)
+    good = encode_frame({"N": 1}, "utf-8", 10)
+    for forged in (b"9099999999", b"8099999997{"):
+        frames = []
+        stream = forged + good + good
+        for i in range(0, len(stream), 3):  # frame starts straddle the reads
+            frames += dec.feed(stream[i : i + 3])
+        assert [f.message for f in frames[1:]] == [{"N": 1}, {"N": 1}], frames
+        assert frames[0].error is not None
+
+
+GOOD = {"LOGITS": [0.5, -1, float("-inf")], "COMPONENT_ID": "m1", "DETERMINISTIC": True}
+
+
+def test_parse_submission_good():
+    sub = parse_submission(GOOD, 4096)
+    assert sub.model_id == "m1" and sub.logits == GOOD["LOGITS"] and sub.deterministic
+    assert all(type(v) is float for v in sub.logits)
+    assert (
+        parse_submission({"LOGITS": [1], "COMPONENT_ID": "a"}, 1).deterministic is False
+    )
+    assert parse_submission({"TO_ROOM": "logits", "OBS": [1]}, 10) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"COMPONENT_ID": 5}, "COMPONENT_ID is int"),
+        ({"COMPONENT_ID": ""}, "1 to 256"),
+        ({"COMPONENT_ID": "x" * 257}, "1 to 256"),
+        ({"LOGITS": "1,2"}, "expected a list"),
+        ({"LOGITS": []}, "empty"),
+        ({"LOGITS": [0.0] * 5}, "the limit is 4"),
+        ({"LOGITS": [0, "1"]}, "LOGITS[1]"),
+        ({"LOGITS": [False]}, "LOGITS[0]"),
+        ({"LOGITS": [[1]]}, "LOGITS[0]"),
+        ({"LOGITS": [float("nan")]}, "LOGITS of 'm1' contain NaN at action 0"),
+        ({"LOGITS": [1.0, float("inf")]}, "LOGITS of 'm1' contain +inf at action 1"),
+        ({"LOGITS": [1, 10**400]}, "too large for a float at action 1"),
+        ({"LOGITS": [float("-inf")] * 2}, "all actions at -inf"),
+        ({"DETERMINISTIC": "yes"}, "DETERMINISTIC"),
+    ],
+)
+def test_parse_submission_bad(change, words):
+    with pytest.raises(BadMessage) as info:
+        parse_submission(GOOD | change, 4)
+    assert words in str(info.value)
+
+
+def test_parse_submission_missing_halves():
+    with pytest.raises(BadMessage, match="without COMPONENT_ID"):
+        parse_submission({"LOGITS": [1]}, 4)
+    with pytest.raises(BadMessage, match="without LOGITS"):
+        parse_submission({"COMPONENT_ID": "a"}, 4)
+
+
+def test_parse_command():
+    assert parse_command({"CMD": "GET"}) == "GET"
+    assert parse_command({"WEIGHTS": {}}) is None
+    with pytest.raises(BadMessage, match="CMD is list"):
+        parse_command({"CMD": ["GET"]})

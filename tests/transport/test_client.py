@@ -1,0 +1,149 @@
+"""Tests of ensemble_agg.transport.client against real swergio servers and clients."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+
+import pytest
+from swergio import Client
+
+from ensemble_agg.transport import (
+    ConnectionLost,
+    TunedClient,
+    TunedServer,
+    tune_client,
+)
+
+from ..swergio_helpers import ServerProcess, data, frame, raw_frame
+
+
+@pytest.fixture
+def tuned():
+    server = TunedServer("127.0.0.1", 0, enable_logging=False)
+    server.serve_in_thread()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stock():
+    s = ServerProcess().start()
+    yield s
+    s.kill()
+
+
+def _deliver(sender, receiver: TunedClient, room: str, **fields) -> dict:
+    """Send into ``room`` until ``receiver`` gets it (a join may take effect late)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        sender.send(data(room, **fields))
+        with contextlib.suppress(AssertionError):
+            return _next_in(receiver, room, timeout=0.3)
+    raise AssertionError(f"nothing delivered in {room!r}")
+
+
+def _next_in(client: TunedClient, room: str, timeout: float = 5.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for f in client.poll(0.05):
+            if f.message and f.message.get("TO_ROOM") == room:
+                return f.message
+    raise AssertionError(f"nothing in {room!r}")
+
+
+def test_tuned_client_talks_to_stock_server_and_stock_client(stock):
+    tuned_c = TunedClient("tuned", "127.0.0.1", stock.port)
+    plain = Client("plain", "127.0.0.1", stock.port)
+    plain.client.settimeout(0.3)  # receive() gives False on a timeout
+    plain.join_room("r")
+    tuned_c.join_room("r")
+    deadline, msg = time.monotonic() + 10, False
+    while not msg and time.monotonic() < deadline:
+        tuned_c.send(data("r", X=1))  # again until the joins have taken effect
+        msg = plain.receive()
+        while msg is not False and msg.get("TO_ROOM") != "r":
+            msg = plain.receive()
+    assert msg and msg["X"] == 1 and msg["SENT_BY"] == "tuned"
+    assert _deliver(plain, tuned_c, "r", Y=2)["Y"] == 2
+    tuned_c.close()
+    plain.close()
+
+
+def test_tuned_sockets_have_nodelay(tuned):
+    c = TunedClient("a", *tuned.address)
+    assert c.client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    plain = tune_client(Client("b", *tuned.address))
+    assert plain.client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    c.close()
+    plain.close()
+
+
+def _on_socketpair(client: TunedClient) -> socket.socket:
+    """Re-point ``client`` at one end of a socket pair; return the other end.
+
+    The tuned server never forwards a bad frame, so the client's side of one
+    is tested by writing the frames ourselves.
+    """
+    mine, theirs = socket.socketpair()
+    client.client.close()
+    client.client = mine
+    return theirs
+
+
+def test_receive_skips_bad_frames_instead_of_closing(tuned):
+    c = TunedClient("reader", *tuned.address)
+    peer = _on_socketpair(c)
+    peer.sendall(
+        raw_frame(b"{bad") + raw_frame(b"[1]") + frame({"TO_ROOM": "r", "OK": 1})
+    )
+    assert c.receive() == {"TO_ROOM": "r", "OK": 1}
+    peer.close()
+    assert c.receive() is False  # the connection ended: False, as in swergio
+
+
+def test_half_closed_mid_frame_ends_instead_of_spinning(tuned):
+    c = TunedClient("reader", *tuned.address)
+    peer = _on_socketpair(c)
+    peer.sendall(b"100       {partial")
+    peer.shutdown(socket.SHUT_WR)
+    started = time.monotonic()
+    with pytest.raises(ConnectionLost, match="middle of a frame"):
+        for _ in range(10):
+            c.poll(1.0)
+    assert time.monotonic() - started < 2.0
+    peer.close()
+
+
+def test_reconnect_rejoins_rooms(tuned):
+    c = TunedClient("x", *tuned.address)
+    c.join_room("r1")
+    c.join_room("r2")
+    c.reconnect()
+    assert c.rooms == {"_command", "r1", "r2"}
+    other = TunedClient("y", *tuned.address)
+    assert _deliver(other, c, "r2", Z=3)["Z"] == 3
+    c.close()
+    other.close()
+
+
+def test_tuned_server_routes_like_swergio(tuned):
+    a = TunedClient("a", *tuned.address)
+    b = TunedClient("b", *tuned.address)
+    b.join_room("room")
+    assert _deliver(a, b, "room", V=1)["SENT_BY"] == "a"
+    a.send({"ID": "d", "TYPE": "DATA/CUSTOM", "TO": "b", "V": 2})
+    deadline = time.monotonic() + 5
+    got = None
+    while got is None and time.monotonic() < deadline:
+        for f in b.poll(0.05):
+            if f.message and f.message.get("TO") == "b":
+                got = f.message
+    assert got and got["V"] == 2
+    # a bad message does not cost the sender its connection
+    a.send(data("no-such-room", V=3))
+    a.send(data("room", V=4))
+    assert _next_in(b, "room")["V"] == 4
+    a.close()
+    b.close()

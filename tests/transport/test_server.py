@@ -1,0 +1,603 @@
+"""agg-server against real stock swergio clients and raw sockets.
+
+The differential test runs the same scripted traffic of stock
+``swergio.Client`` objects through ``swergio.Server`` and through agg-server
+and compares what every client received.  The robustness tests check each
+case where the stock server drops a sender, stalls or spins.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from swergio import Client
+
+from ensemble_agg.cli.agg_server import EXIT_CANNOT_BIND
+from ensemble_agg.transport.server import AggServer
+
+from ..swergio_helpers import (
+    HOST,
+    RawPeer,
+    ServerProcess,
+    agg_server_command,
+    data,
+    frame,
+    raw_frame,
+    wait_for,
+)
+
+# -- the differential routing test ---------------------------------------------------
+
+
+class Recorder:
+    """A stock swergio Client whose messages a thread records as they arrive."""
+
+    def __init__(self, port: int, name: str) -> None:
+        self.name = name
+        self.client = Client(name, HOST, port, "utf-8", 10)
+        self.client.client.settimeout(0.2)  # receive() returns False on a timeout
+        self.received: list[dict] = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop:
+            msg = self.client.receive()
+            if msg is not False:
+                with self._cond:
+                    self.received.append(msg)
+                    self._cond.notify_all()
+
+    def send(self, message: dict) -> None:
+        self.client.send(message)
+
+    def barrier(self) -> None:
+        """Return once the server has handled everything this client sent.
+
+        A direct message to oneself comes back only after the server handled
+        this client's earlier messages (both servers handle a client's frames
+        in order), and after every frame written to this client before it.
+        """
+        token = uuid.uuid4().hex
+        self.send({"ID": token, "TYPE": "DATA/CUSTOM", "TO": self.name, "BARRIER": 1})
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: any(m.get("ID") == token for m in self.received), timeout=10
+            )
+        assert ok, f"{self.name}: barrier not returned"
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+        self.client.close()
+
+
+def _normalised(messages: list[dict]) -> collections.Counter:
+    """Messages as a multiset; swergio's random command and log IDs masked."""
+    out: collections.Counter = collections.Counter()
+    for m in messages:
+        m = dict(m)
+        if str(m.get("TYPE", "")).startswith(("COMMAND/", "LOG/")) or "BARRIER" in m:
+            m["ID"] = "*"
+        out[json.dumps(m, sort_keys=True)] += 1
+    return out
+
+
+def _script(port: int) -> dict[str, collections.Counter]:
+    """Scripted traffic of stock clients; return what each client received."""
+    clients: dict[str, Recorder] = {}
+
+    def add(key: str, name: str, *rooms: str) -> Recorder:
+        c = clients[key] = Recorder(port, name)
+        for room in rooms:
+            c.client.join_room(room)
+        c.barrier()  # its REGISTER and joins are done before anyone else acts
+        return c
+
+    def msg(n: int, **fields) -> dict:
+        return {"ID": f"m{n}", "TYPE": "DATA/CUSTOM", **fields}
+
+    a = add("a", "a", "r1", "r2")
+    b = add("b", "b", "r1")
+    c = add("c", "c", "r2", "_logging")
+    d = add("d", "d", "r1")
+    add("dup1", "dup")
+    add("dup2", "dup", "r2")
+    try:
+        a.send(msg(1, TO_ROOM="r1", TEXT="to r1"))
+        b.send(msg(2, TO="c", TEXT="direct"))
+        c.send(msg(3, TO_ROOM="r2", TO="b", TEXT="room and direct"))
+        a.send(msg(4, TO="a", TEXT="to myself"))
+        d.send({"ID": "m5", "TYPE": "DATA/FORWARD", "TO_ROOM": "r1", "DATA": [1, 2]})
+        b.send(msg(6, TO_ROOM="r1", SENT_BY="mallory"))
+        a.send(msg(7, TO_ROOM="r1", TO="b", TEXT="twice for b"))
+        a.send({"ID": "m8", "TYPE": "DATA/GRADIENT", "TO": "b", "DATA": [3]})
+        c.send(msg(9, TO="dup", TEXT="both dups"))
+        b.send({"ID": "m10", "TYPE": "DATA/WHATEVER", "TO_ROOM": "r2"})
+        a.send(msg(11, TEXT="no address"))
+        b.send(msg(12, TO_ROOM="_command", TEXT="to everyone"))
+        for x in clients.values():
+            x.barrier()
+        d.send({"ID": "m13", "TYPE": "COMMAND/LEAVEROOM", "ROOM": "r1",
+                "TO_ROOM": "_command"})  # fmt: skip
+        d.barrier()
+        a.send(msg(14, TO_ROOM="r1", TEXT="after d left"))
+        b.send({"ID": "m15", "TYPE": "COMMAND/REGISTER", "NAME": "bee",
+                "TO_ROOM": "_command"})  # fmt: skip
+        b.name = "bee"
+        b.barrier()
+        a.send(msg(16, TO="bee", TEXT="renamed"))
+        a.send(msg(17, TO="b", TEXT="old name"))
+        for x in clients.values():
+            x.barrier()
+        for x in clients.values():  # everything written to x arrived before this
+            x.barrier()
+    finally:
+        for x in clients.values():
+            x.close()
+    return {key: _normalised(x.received) for key, x in clients.items()}
+
+
+def test_same_traffic_same_deliveries_as_stock_swergio_server():
+    stock = ServerProcess().start()
+    try:
+        expected = _script(stock.port)
+    finally:
+        stock.kill()
+    ours_proc = ServerProcess(agg=True).start()
+    try:
+        got = _script(ours_proc.port)
+    finally:
+        ours_proc.kill()
+    # not vacuous: the script exercised every rule on the stock server
+
+    def n(key: str, text: str) -> int:
+        return sum(k for m, k in expected[key].items() if text in m)
+
+    assert n("b", '"m1"') == 1 and n("a", '"m1"') == 0
+    assert n("b", '"m7"') == 2
+    assert n("c", '"LOG/MESSAGES"') == 2 and n("c", '"m8"') == 1
+    assert n("a", '"mallory"') == 1
+    assert n("d", '"m14"') == 0 and n("b", '"m16"') == 1 and n("b", '"m17"') == 0
+    assert n("dup1", '"m9"') == 1 and n("dup2", '"m9"') == 1
+    for key in expected:
+        assert got[key] == expected[key], key
+
+
+# -- robustness, against the agg-server command ----------------------------------------
+
+
+@pytest.fixture
+def agg():
+    servers: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        s = ServerProcess(None, *args, agg=True).start()
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.kill()
+
+
+def _sender(port: int, name: str = "sender") -> RawPeer:
+    return RawPeer(port, name)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize(
+    ("bad", "logged"),
+    [
+        (frame(data("no-such-room", X=1)), "unknown TO_ROOM 'no-such-room'"),
+        (frame({"ID": "1", "TO_ROOM": "r"}), "no TYPE"),
+        (raw_frame(b"{not json"), "not valid JSON"),
+        (raw_frame(b"[1, 2]"), "JSON list, not an object"),
+        (raw_frame(b'"text"'), "JSON string, not an object"),
+        (raw_frame(b"\xff\xfe{}"), "not valid JSON"),
+        (raw_frame(b""), "not valid JSON"),
+        (frame({"TYPE": "COMMAND/JOINROOM", "TO_ROOM": "r"}), "JOINROOM without ROOM"),
+    ],
+)
+def test_bad_message_is_dropped_and_sender_keeps_its_connection(agg, bad, logged):
+    server = agg()
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    sender = _sender(server.port)
+    sender.send_raw(bad + frame(data("r", AFTER=1)))
+    msg = receiver.read_until(lambda m: m.get("TO_ROOM") == "r" and "PROBE" not in m)
+    assert msg["AFTER"] == 1 and msg["SENT_BY"] == "sender"
+    wait_for(lambda: logged in server.read_log(), 5, f"{logged!r} in the log")
+    assert "dropped a message from 'sender'" in server.read_log()
+    receiver.close()
+    sender.close()
+
+
+def test_message_before_register_is_dropped_not_the_connection(agg):
+    server = agg()
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    raw = socket.create_connection((HOST, server.port), timeout=10)
+    raw.sendall(frame(data("r", EARLY=1)))
+    raw.sendall(frame({"ID": "x", "TYPE": "COMMAND/REGISTER", "NAME": "late"}))
+    raw.sendall(frame(data("r", LATE=1)))
+    msg = receiver.read_until(lambda m: m.get("TO_ROOM") == "r" and "PROBE" not in m)
+    assert msg.get("LATE") == 1 and msg["SENT_BY"] == "late"
+    assert "before REGISTER" in server.read_log()
+    raw.close()
+    receiver.close()
+
+
+def test_peer_closing_mid_frame_does_not_spin(agg):
+    server = agg()
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    half = _sender(server.port, "half")
+    half.send_raw(b"100       {partial")
+    half.sock.shutdown(socket.SHUT_WR)
+    wait_for(lambda: "middle of a frame" in server.read_log(), 5, "the log line")
+    cpu0 = _cpu_seconds(server.proc.pid)
+    time.sleep(1.0)
+    assert _cpu_seconds(server.proc.pid) - cpu0 < 0.3  # idle, not spinning
+    other = _sender(server.port, "other")
+    other.send(data("r", STILL=1))
+    assert receiver.read_until(lambda m: "STILL" in m)["SENT_BY"] == "other"
+    for p in (half, other, receiver):
+        p.close()
+
+
+def test_oversized_frame_is_skipped_and_the_stream_stays_in_step(agg):
+    server = agg("--max-frame-bytes", "1000")
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    sender = _sender(server.port)
+    big = frame(data("r", PAD="x" * 5000))
+    # one oversized frame in pieces, then a normal one right behind it
+    sender.send_raw(big[:300])
+    time.sleep(0.1)
+    sender.send_raw(big[300:] + frame(data("r", AFTER=1)))
+    msg = receiver.read_until(lambda m: m.get("TO_ROOM") == "r" and "PROBE" not in m)
+    assert msg == {**msg, "AFTER": 1} and "PAD" not in msg
+    assert "over the 1000-byte limit" in server.read_log()
+    receiver.close()
+    sender.close()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_large_frame_is_routed_and_an_announced_one_costs_nothing(agg):
+    server = agg()
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    liar = _sender(server.port, "liar")
+    before = _rss_kb(server.proc.pid)
+    liar.send_raw(b"60000000  {")  # announces 60 MB, sends one byte
+    time.sleep(0.3)
+    assert _rss_kb(server.proc.pid) - before < 10_000  # nothing preallocated
+    # a stock client's 20 MB message (no SENT_BY) reaches a stock client intact
+    weights = list(range(2_000_000))
+    big_sender = Client("evolution", HOST, server.port)
+    reader = Client("model", HOST, server.port)
+    reader.join_room("evolution")
+    reader.client.settimeout(10)
+    receiver.read_until(lambda m: m.get("TYPE") == "COMMAND/JOINROOM")
+    time.sleep(0.2)
+    big_sender.send(data("evolution", CMD="SET", WEIGHTS=weights))
+    msg = reader.receive()
+    while msg is not False and msg.get("CMD") != "SET":
+        msg = reader.receive()
+    assert msg and msg["WEIGHTS"] == weights and msg["SENT_BY"] == "evolution"
+    for c in (big_sender, reader):
+        c.close()
+    liar.close()
+    receiver.close()
+
+
+def test_a_client_that_stops_reading_is_dropped_and_others_keep_flowing(agg):
+    # The limit is well above what a busy but reading client lags behind, and
+    # the flood well above what the kernel buffers for the stuck one (4 MB).
+    server = agg("--max-queue-bytes", "2000000")
+    # a member of the room that never reads, with a small receive buffer
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect((HOST, server.port))
+    stuck.sendall(
+        frame({"ID": "1", "TYPE": "COMMAND/REGISTER", "NAME": "stuck"})
+        + frame({"ID": "2", "TYPE": "COMMAND/JOINROOM", "ROOM": "r"})
+    )
+    reader = RawPeer(server.port, "reader", rooms=("r",))
+    sender = _sender(server.port)
+    n, pad = 8000, "x" * 1500
+    got: list[dict] = []
+    thread = threading.Thread(
+        target=lambda: got.append(reader.read_until(lambda m: m.get("I") == n - 1, 30))
+    )
+    thread.start()  # the reader reads while the sender floods
+    started = time.monotonic()
+    for i in range(n):
+        sender.send(data("r", I=i, PAD=pad))
+    thread.join(40)
+    assert got and got[0]["SENT_BY"] == "sender"
+    print(f"{n} x 1.5 kB through, one member stuck: {time.monotonic() - started:.2f} s")
+    wait_for(
+        lambda: "does not read" in server.read_log(), 10, "the slow client dropped"
+    )
+    dropped = [ln for ln in server.read_log().splitlines() if "does not read" in ln]
+    assert len(dropped) == 1 and "'stuck'" in dropped[0]
+    stuck.close()
+    reader.close()
+    sender.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_closes_every_connection_and_exits_0_within_5_s(agg, sig):
+    server = agg()
+    peers = [RawPeer(server.port, f"p{i}", rooms=("r",)) for i in range(3)]
+    stock = Client("stock", HOST, server.port)
+    started = time.monotonic()
+    os.kill(server.proc.pid, sig)
+    assert server.proc.wait(5) == 0
+    assert time.monotonic() - started < 5
+    for p in peers:
+        p.sock.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            while p.sock.recv(65536):
+                pass  # reads the rest, then EOF: the server closed it
+        p.close()
+    stock.client.close()
+    assert "Traceback" not in server.read_log()
+
+
+def test_cannot_bind_exits_with_its_own_status_and_one_line():
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            agg_server_command(port),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == EXIT_CANNOT_BIND == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"agg-server: cannot listen on {HOST}:{port}: ")
+
+
+def test_overwrite_sent_by_stops_impersonation(agg):
+    server = agg("--overwrite-sent-by")
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    sender = _sender(server.port, "honest")
+    sender.send(data("r", SENT_BY="receiver", X=1))
+    msg = receiver.read_until(lambda m: m.get("X") == 1)
+    assert msg["SENT_BY"] == "honest"
+    receiver.close()
+    sender.close()
+
+
+def test_stats_line_and_no_line_per_message(agg):
+    server = agg("--log-level", "INFO", "--stats-interval", "0.2")
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    sender = _sender(server.port)
+    for i in range(200):
+        sender.send(data("r", I=i))
+    receiver.read_until(lambda m: m.get("I") == 199)
+    wait_for(lambda: "frames_in=" in server.read_log(), 5, "a stats line")
+    log = server.read_log()
+    line = next(ln for ln in log.splitlines() if "stats:" in ln)
+    for word in ("clients=", "rooms=", "frames_in=", "frames_out=", "bytes_in=",
+                 "bytes_out=", "dropped="):  # fmt: skip
+        assert word in line
+    assert len(log.splitlines()) < 60  # a few lines, not one per message
+    receiver.close()
+    sender.close()
+
+
+# -- in-process: socket options, stop ------------------------------------------------
+
+
+def test_accepted_sockets_have_nodelay_and_the_server_stops_fast():
+    server = AggServer(HOST, 0)
+    thread = server.serve_in_thread()
+    client = Client("a", *server.address)
+    wait_for(lambda: server.clients == 1, 5, "the connection")
+    (conn,) = server._conns.values()
+    assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    started = time.monotonic()
+    server.stop()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 2
+    client.client.settimeout(5)
+    with contextlib.suppress(ConnectionResetError):
+        assert client.client.recv(100) == b""  # closed by the server
+    client.client.close()
+    with pytest.raises(RuntimeError, match="stopped"):
+        server.start()
+
+
+def test_cli_help_version_and_env(capsys, monkeypatch):
+    from ensemble_agg import __version__
+    from ensemble_agg.cli.agg_server import build_parser, main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("--max-frame-bytes", "AGG_SERVER_PORT", "exit status", "3 if"):
+        assert word in out
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"agg-server {__version__}"
+    args = build_parser(
+        {"AGG_SERVER_PORT": "9000", "AGG_SERVER_OVERWRITE_SENT_BY": "yes"}
+    )
+    parsed = args.parse_args([])
+    assert parsed.port == 9000 and parsed.overwrite_sent_by is True
+    assert args.parse_args(["--port", "9001"]).port == 9001
+    defaults = build_parser({}).parse_args([])
+    assert (defaults.port, defaults.format, defaults.header_length) == (
+        8080,
+        "utf-8",
+        10,
+    )
+    assert defaults.overwrite_sent_by is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "words"),
+    [
+        (["--port", "70000"], {}, "must be 0..65535"),
+        (["--format", "klingon"], {}, "unknown encoding"),
+        (["--max-frame-bytes", "0"], {}, "must be >= 1"),
+        (["--log-level", "loud"], {}, "invalid choice"),
+        ([], {"AGG_SERVER_OVERWRITE_SENT_BY": "maybe"}, "AGG_SERVER_OVERWRITE_SENT_BY"),
+        ([], {"AGG_SERVER_PORT": "x"}, "AGG_SERVER_PORT"),
+    ],
+)
+def test_cli_usage_errors_exit_2(argv, env, words):
+    result = subprocess.run(
+        [sys.executable, "-m", "ensemble_agg.server_cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 2
+    assert words in result.stderr
+
+
+def test_installed_command_runs():
+    script = Path(sys.executable).parent / "agg-server"
+    if not script.exists():
+        pytest.skip("agg-server is not installed beside this Python")
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and result.stdout.startswith("agg-server ")
+
+
+def test_bytes_out_of_step_are_dropped_and_the_connection_reads_on(agg):
+    # A header that is not a length: the frames before it are routed, the
+    # bytes up to the next frame are dropped with a warning, and the same
+    # connection keeps working (the stream reads on from the next frame).
+    server = agg()
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    sender = _sender(server.port, "breaker")
+    sender.send_raw(frame(data("r", FIRST=1)) + b"garbage!! {}")
+    assert receiver.read_until(lambda m: "FIRST" in m)["SENT_BY"] == "breaker"
+    wait_for(lambda: "lost the frame boundaries" in server.read_log(), 5, "the log")
+    sender.send(data("r", AFTER=1))
+    assert receiver.read_until(lambda m: "AFTER" in m)["SENT_BY"] == "breaker"
+    other = _sender(server.port, "other")
+    other.send(data("r", STILL=1))
+    assert receiver.read_until(lambda m: "STILL" in m)["SENT_BY"] == "other"
+    for p in (sender, other, receiver):
+        p.close()
+
+
+def test_warnings_are_rate_limited(caplog):
+    from ensemble_agg.transport.server import _Throttle
+
+    throttle = _Throttle(burst=3, period=10.0)
+    with caplog.at_level("WARNING", logger="ensemble_agg.transport.server"):
+        for i in range(10):
+            throttle.warning(100.0 + i * 0.1, "bad message %d", i)
+        assert [r.getMessage() for r in caplog.records] == [
+            "bad message 0",
+            "bad message 1",
+            "bad message 2",
+        ]
+        throttle.tick(105.0)  # still inside the window: nothing yet
+        assert len(caplog.records) == 3
+        throttle.warning(110.5, "bad message %d", 10)
+    assert "7 more warnings" in caplog.records[3].getMessage()
+    assert caplog.records[4].getMessage() == "bad message 10"
+
+
+def test_every_write_starts_a_frame_and_several_only_within_one_segment():
+    # swergio's client reads a header with one recv(): a write that the kernel
+    # cuts short must never end inside a header (see _server's docstring).
+    from ensemble_agg.protocol.framing import FrameDecoder
+    from ensemble_agg.transport.server import _Conn
+
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        sock, _ = listener.accept()
+        conn = _Conn(1, sock, "peer", FrameDecoder("utf-8", 10, 1 << 20))
+        small = [frame(data("r", I=i)) for i in range(200)]
+        conn.out.extend(small)
+        batch = AggServer._next_write(conn)
+        assert 1 < len(batch) and sum(map(len, batch)) <= conn.batch_limit
+        assert batch == small[: len(batch)]
+        conn.out.clear()
+        big = frame(data("r", PAD="x" * (2 * conn.batch_limit)))
+        conn.out.extend([big, *small])
+        assert AggServer._next_write(conn) == [big]  # alone: cut only in its body
+        conn.out[0] = memoryview(big)[100:]
+        assert AggServer._next_write(conn) == [conn.out[0]]  # the rest, alone
+        client.close()
+        sock.close()
+
+
+def test_without_quickack_it_says_once_that_it_runs_slower(monkeypatch, caplog):
+    import ensemble_agg.transport.server as server_module
+
+    monkeypatch.setattr(server_module, "_QUICKACK", None)
+    server = AggServer(HOST, 0)
+    with caplog.at_level("INFO", logger="ensemble_agg.transport.server"):
+        server.serve_in_thread()
+        a = Client("a", *server.address)
+        b = Client("b", *server.address)
+        b.join_room("r")
+        b.client.settimeout(0.5)  # receive() gives False on a timeout
+        deadline, msg = time.monotonic() + 10, None
+        while msg is None and time.monotonic() < deadline:
+            a.send(data("r", X=1))  # again until b's join has been handled
+            got = b.receive()
+            while got is not False and got.get("TO_ROOM") != "r":
+                got = b.receive()
+            msg = got or None
+        assert msg is not None and msg["X"] == 1  # still routes
+        server.stop()
+        assert server.wait_stopped(5)
+        a.client.close()
+        b.client.close()
+    warnings = [r for r in caplog.records if "TCP_QUICKACK" in r.getMessage()]
+    assert len(warnings) == 1 and "slower" in warnings[0].getMessage()
+
+
+def test_peer_strings_are_cut_short_in_log_lines(agg):
+    server = agg()
+    receiver = RawPeer(server.port, "receiver", rooms=("r",))
+    sender = _sender(server.port, "n" * 10_000)
+    sender.send(data("r" * 10_000, X=1))
+    sender.send({"ID": "2", "TYPE": "COMMAND/JOINROOM", "ROOM": ["x" * 10_000]})
+    sender.send(data("r", AFTER=1))
+    receiver.read_until(lambda m: "AFTER" in m)
+    wait_for(lambda: server.read_log().count("dropped a message") >= 2, 5, "two lines")
+    lines = [ln for ln in server.read_log().splitlines() if "dropped a message" in ln]
+    assert all(len(line) < 400 for line in lines), [len(ln) for ln in lines]
+    receiver.close()
+    sender.close()
