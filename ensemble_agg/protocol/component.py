@@ -9,12 +9,15 @@ file.
 
 Theory of operation
 -------------------
-A frame is one of: undecodable (dropped with a warning), traffic we do not
-serve (other rooms, ``_command``, direct messages; ignored silently), or a
-message in the logits or the evolution room.  In the logits room a message
-with ``LOGITS`` or ``COMPONENT_ID`` is a submission: ``messages`` checks its
-shape, :meth:`ensemble_agg.Aggregator.submit` converts and checks its values
-and keeps the round.  In the evolution room ``CMD: GET`` pops the tally.  A
+A frame is one of: undecodable (dropped with a warning); traffic we do not
+serve (other rooms, ``_command``, direct messages, and in our rooms any
+other of swergio's types, :mod:`~ensemble_agg.protocol.message_types`:
+ignored silently, not counted); a ``TYPE`` swergio does not define
+(dropped); or a ``DATA/CUSTOM`` message in the logits or the evolution
+room.  In the logits room a message with ``LOGITS`` or ``COMPONENT_ID`` is
+a submission: ``messages`` checks its shape,
+:meth:`ensemble_agg.Aggregator.submit` converts and checks its values and
+keeps the round.  In the evolution room ``CMD: GET`` pops the tally.  A
 peer's mistake is :class:`~ensemble_agg.protocol.messages.BadMessage` or the
 aggregator's ``ValueError``/``TypeError``, converted here, in one place, into
 one rate-limited WARNING; anything else is a bug and goes to the caller's
@@ -32,6 +35,7 @@ from typing import Any, NamedTuple
 from ..core.aggregator import Aggregator, IdRejection, UnknownModelError
 from ..util.text import preview
 from .framing import Frame
+from .message_types import DATA_CUSTOM, MESSAGE_TYPES
 from .messages import (
     BadMessage,
     parse_command,
@@ -43,23 +47,6 @@ from .messages import (
 __all__ = ["AggregatorProtocol", "Counters", "Outgoing", "WarningLimiter"]
 
 logger = logging.getLogger(__name__)
-
-DATA_CUSTOM = "DATA/CUSTOM"
-#: swergio's message types (``swergio.MESSAGE_TYPE``); another TYPE in one of
-#: our rooms is a malformed message.
-KNOWN_TYPES = frozenset(
-    {
-        "COMMAND/REGISTER",
-        "COMMAND/JOINROOM",
-        "COMMAND/LEAVEROOM",
-        "COMMAND/DISCONNECT",
-        "DATA/FORWARD",
-        "DATA/GRADIENT",
-        "DATA/REWARD",
-        "DATA/CUSTOM",
-        "LOG/MESSAGE",
-    }
-)
 
 
 @dataclass
@@ -194,7 +181,9 @@ class AggregatorProtocol:
             return []  # _command traffic, other rooms, direct messages
         kind = message.get("TYPE")
         if kind != DATA_CUSTOM:
-            if type(kind) is not str or kind not in KNOWN_TYPES:
+            # swergio's other types are someone else's traffic; a TYPE swergio
+            # does not know is a malformed message.
+            if type(kind) is not str or kind not in MESSAGE_TYPES:
                 self._drop(
                     f"unknown TYPE {preview(kind)} in room {room!r}",
                     sender_of(message),

@@ -40,15 +40,16 @@ from typing import Any, NamedTuple
 
 from ..util.text import preview
 from .framing import encode_frame
+from .message_types import (
+    COMMAND_DISCONNECT,
+    COMMAND_JOINROOM,
+    COMMAND_LEAVEROOM,
+    COMMAND_REGISTER,
+    LOG_MESSAGES,
+    LOGGED_TYPES,
+)
 
 __all__ = ["RESERVED_ROOMS", "Router", "Routing"]
-
-REGISTER = "COMMAND/REGISTER"
-DISCONNECT = "COMMAND/DISCONNECT"
-JOINROOM = "COMMAND/JOINROOM"
-LEAVEROOM = "COMMAND/LEAVEROOM"
-LOGGED_TYPES = ("DATA/FORWARD", "DATA/GRADIENT")
-LOG_MESSAGE = "LOG/MESSAGES"
 
 #: Rooms that always exist, as in swergio.
 RESERVED_ROOMS = ("_command", "_logging")
@@ -196,15 +197,15 @@ class Router:
         if "TYPE" not in message:
             return _dropped("no TYPE")
         kind = message["TYPE"]
-        if kind == DISCONNECT:
+        if kind == COMMAND_DISCONNECT:
             return Routing([], close=True)
-        if kind == REGISTER:
+        if kind == COMMAND_REGISTER:
             if "NAME" not in message:
                 return _dropped("REGISTER without NAME")
             self._names[conn] = message["NAME"]
         elif conn not in self._names:
             return _dropped(f"{preview(kind)} before REGISTER")
-        elif kind == JOINROOM or kind == LEAVEROOM:
+        elif kind == COMMAND_JOINROOM or kind == COMMAND_LEAVEROOM:
             problem = self._membership(conn, kind, message)
             if problem is not None:
                 return _dropped(problem)
@@ -217,7 +218,7 @@ class Router:
         if not usable:
             return f"{kind} with ROOM {preview(message['ROOM'])}; expected a string"
         members = self._rooms.get(room)
-        if kind == LEAVEROOM:
+        if kind == COMMAND_LEAVEROOM:
             if members is None:
                 return f"LEAVEROOM of unknown room {preview(room)}"
             if conn in members:
@@ -272,7 +273,7 @@ class Router:
                 log = {
                     "ID": self._new_id(),
                     "TO_ROOM": "_logging",
-                    "TYPE": LOG_MESSAGE,
+                    "TYPE": LOG_MESSAGES,
                     "MESSAGE": message,
                 }
                 deliveries.append((logging_members, self._encode(log)))

@@ -53,9 +53,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from swergio import MESSAGE_TYPE, Client, Server
+from swergio import Client, Server
 
 from ..protocol.framing import Frame, FrameDecoder, encode_frame
+from ..protocol.message_types import (
+    COMMAND_DISCONNECT,
+    COMMAND_JOINROOM,
+    COMMAND_LEAVEROOM,
+    COMMAND_REGISTER,
+    LOG_MESSAGES,
+    LOGGED_TYPES,
+)
 
 __all__ = ["ConnectionLost", "IOCounters", "TunedClient", "TunedServer", "tune_client"]
 
@@ -336,7 +344,7 @@ class TunedClient(Client):
                 self.send(
                     {
                         "ID": uuid.uuid4().hex,
-                        "TYPE": MESSAGE_TYPE.COMMAND.DISCONNECT.id,
+                        "TYPE": COMMAND_DISCONNECT,
                         "TO_ROOM": "_command",
                     },
                     timeout=timeout,
@@ -451,17 +459,17 @@ class TunedServer(Server):
 
     def _route(self, client: socket.socket, msg: dict[str, Any]) -> bool:
         """Handle one message; return False if the client disconnects."""
-        msg_type = MESSAGE_TYPE.by_id(msg.get("TYPE"))
-        if msg_type == MESSAGE_TYPE.COMMAND.DISCONNECT:
+        msg_type = msg.get("TYPE")
+        if msg_type == COMMAND_DISCONNECT:
             return False
         try:
-            if msg_type == MESSAGE_TYPE.COMMAND.REGISTER:
+            if msg_type == COMMAND_REGISTER:
                 with self.clients_lock:
                     self.names[client] = msg["NAME"]
-            elif msg_type == MESSAGE_TYPE.COMMAND.JOINROOM:
+            elif msg_type == COMMAND_JOINROOM:
                 with self.clients_lock:
                     self.rooms.setdefault(msg["ROOM"], set()).add(client)
-            elif msg_type == MESSAGE_TYPE.COMMAND.LEAVEROOM:
+            elif msg_type == COMMAND_LEAVEROOM:
                 with self.clients_lock:
                     members = self.rooms.get(msg["ROOM"], set())
                     members.discard(client)
@@ -502,10 +510,7 @@ class TunedServer(Server):
                         self.names.get(other),
                     )
                     other.close()
-            if self.enable_logging and MESSAGE_TYPE.by_id(msg_content["TYPE"]) in (
-                MESSAGE_TYPE.DATA.FORWARD,
-                MESSAGE_TYPE.DATA.GRADIENT,
-            ):
+            if self.enable_logging and msg_content["TYPE"] in LOGGED_TYPES:
                 self.send_message_log(msg_content)
 
     def send_message_log(self, msg_content: dict[str, Any]) -> None:
@@ -513,7 +518,7 @@ class TunedServer(Server):
         log = {
             "ID": uuid.uuid4().hex,
             "TO_ROOM": "_logging",
-            "TYPE": MESSAGE_TYPE.LOG.MESSAGE.id,
+            "TYPE": LOG_MESSAGES,
             "MESSAGE": msg_content,
         }
         frame = encode_frame(log, self.format, self.header_length)
