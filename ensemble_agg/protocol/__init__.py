@@ -8,5 +8,6 @@ every rule is tested in-process.  Imports the core, never ``transport``.
 - ``framing``: swergio's frames in a byte stream (``FrameDecoder``, ``encode_frame``).
 - ``messages``: the aggregator's message checks (``parse_submission``, ...).
 - ``routing``: swergio's server routing (``Router``), for agg-server.
-- ``component``: the aggregator component's rules (``AggregatorProtocol``).
+- ``component``: the aggregator component's rules (``AggregatorProtocol``),
+  its outbox for the reconnect (``Outbox``) included.
 """

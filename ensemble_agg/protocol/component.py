@@ -3,8 +3,9 @@
 No sockets, no clocks, no files: :class:`AggregatorProtocol` is fed decoded
 frames with the caller's ``now`` and returns the messages to send, so every
 rule of the component (which room, which key, what is dropped and why, when
-a straggler round closes) is tested in-process, frame by frame.  The socket
-loop in ``transport/component.py`` only moves bytes, keeps time and writes the state
+a straggler round closes, what happens to a message that could not be sent)
+is tested in-process, frame by frame.  The socket loop in
+``transport/component.py`` only moves bytes, keeps time and writes the state
 file.
 
 Theory of operation
@@ -22,10 +23,20 @@ peer's mistake is :class:`~ensemble_agg.protocol.messages.BadMessage` or the
 aggregator's ``ValueError``/``TypeError``, converted here, in one place, into
 one rate-limited WARNING; anything else is a bug and goes to the caller's
 exception boundary.
+
+Output the caller could not deliver comes back here.  While the link is
+down the caller gives each message to :meth:`~AggregatorProtocol.hold`,
+which keeps it in the :class:`Outbox` (bounded: the oldest goes first, an
+ACTION that old being stale), and sends the outbox after the reconnect.  A GET's reply is the only
+copy of the shares it cleared, so a ``CONTRIBUTION`` that is pushed out or
+still held at stop goes back into the tally (:meth:`~AggregatorProtocol.unsent`)
+and the next GET answers it.  If the caller could not save a GET's cleared
+tally, the reply says so (:meth:`~AggregatorProtocol.reply_not_saved`).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import uuid
 from collections.abc import Hashable
@@ -44,7 +55,14 @@ from .messages import (
     sender_of,
 )
 
-__all__ = ["AggregatorProtocol", "Counters", "Outgoing", "WarningLimiter"]
+__all__ = [
+    "OUTBOX_LIMIT",
+    "AggregatorProtocol",
+    "Counters",
+    "Outbox",
+    "Outgoing",
+    "WarningLimiter",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +83,74 @@ class Counters:
 class Outgoing(NamedTuple):
     """A message to send; ``clears_tally`` if it answers a GET.
 
-    A GET's reply must not go out before the cleared tally is on disk (or the
-    reply says it is not), so the caller saves the state file first.
+    A GET's reply must not go out before the cleared tally is on disk: the
+    caller saves the state file first and, if that fails, sends
+    :meth:`AggregatorProtocol.reply_not_saved`'s message instead.
     """
 
     message: dict[str, Any]
     clears_tally: bool = False
+
+
+#: Messages kept for resending after a reconnect.
+OUTBOX_LIMIT = 1000
+
+
+class Outbox:
+    """Messages that wait for a reconnect: at most ``limit``, oldest out first.
+
+    The socket loop keeps here what it could not send, and after a reconnect
+    sends from the front (:meth:`first`, then :meth:`sent`) until it is
+    empty.  When it is full, :meth:`keep` pushes out the oldest message and
+    returns it: ACTIONs that old are stale, and what losing a message means
+    (a ``CONTRIBUTION`` goes back into the tally) is the protocol's call,
+    :meth:`AggregatorProtocol.hold`.
+
+    Examples
+    --------
+    >>> box = Outbox(limit=2)
+    >>> [box.keep({"ACTION": [i]}) for i in range(3)]
+    [None, None, {'ACTION': [0]}]
+    >>> box.first(), len(box)
+    ({'ACTION': [1]}, 2)
+    """
+
+    def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
+        if limit < 1:
+            raise ValueError(f"an outbox holds at least 1 message, not {limit}")
+        self.limit = limit
+        #: Set by the owner once it has said that the outbox overflowed;
+        #: cleared when the outbox empties, so the next overflow is said too.
+        self.warned = False
+        self._queue: collections.deque[dict[str, Any]] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def keep(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Queue ``message``; return the oldest one if it had to make room."""
+        oldest = None
+        if len(self._queue) >= self.limit:
+            oldest = self._queue.popleft()
+        self._queue.append(message)
+        return oldest
+
+    def first(self) -> dict[str, Any]:
+        """The oldest message, still queued until :meth:`sent` says it went."""
+        return self._queue[0]
+
+    def sent(self) -> None:
+        """Forget the oldest message: it was sent."""
+        self._queue.popleft()
+        if not self._queue:
+            self.warned = False
+
+    def take_all(self) -> list[dict[str, Any]]:
+        """Empty the outbox; return what it held, oldest first."""
+        taken = list(self._queue)
+        self._queue.clear()
+        self.warned = False
+        return taken
 
 
 class WarningLimiter:
@@ -133,6 +213,8 @@ class AggregatorProtocol:
         Longer ``LOGITS`` are dropped as malformed.
     step_timeout : float, optional
         Close a round that has waited this long (see :meth:`tick`).
+    outbox_limit : int
+        Most messages :attr:`outbox` keeps for the reconnect.
 
     Examples
     --------
@@ -156,6 +238,7 @@ class AggregatorProtocol:
         *,
         max_actions: int,
         step_timeout: float | None = None,
+        outbox_limit: int = OUTBOX_LIMIT,
     ) -> None:
         self.aggregator = aggregator
         self.rooms = rooms
@@ -163,6 +246,8 @@ class AggregatorProtocol:
         self.step_timeout = step_timeout
         self.counters = Counters()
         self.warnings = WarningLimiter()
+        #: What the caller could not send yet (see :meth:`hold`).
+        self.outbox = Outbox(outbox_limit)
         #: True when the tally changed since the caller last saved it.
         self.dirty = False
         self._cap_warned = False
@@ -271,6 +356,58 @@ class AggregatorProtocol:
         self.dirty = True
         reply = self._message(message, self.rooms.evolution, {"CONTRIBUTION": tally})
         return [Outgoing(reply, clears_tally=True)]
+
+    # -- what the caller could not deliver ----------------------------------
+
+    def reply_not_saved(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Mark a GET's reply: its cleared tally is not on disk.
+
+        The caller sends this instead when saving the state file failed, so
+        the evolution component knows a restart could not restore the tally.
+        """
+        message["STATE_SAVED"] = False
+        return message
+
+    def hold(self, message: dict[str, Any]) -> None:
+        """Keep ``message`` in :attr:`outbox` until the link is back.
+
+        If the outbox is full its oldest message goes: an ACTION that old is
+        stale (said once per overflow), a ``CONTRIBUTION`` goes back into the
+        tally (:meth:`unsent`), so no share is ever lost.
+        """
+        outbox = self.outbox
+        oldest = outbox.keep(message)
+        if oldest is None:
+            return
+        self.unsent(oldest)
+        if "CONTRIBUTION" not in oldest and not outbox.warned:
+            outbox.warned = True
+            logger.warning(
+                "more than %d messages wait for the reconnect; the oldest "
+                "ACTIONs are dropped (stale by now)",
+                outbox.limit,
+            )
+
+    def unsent(self, message: dict[str, Any]) -> None:
+        """``message`` will never be sent: return a ``CONTRIBUTION`` to the tally.
+
+        A GET's reply is the only copy of the shares it cleared, so the next
+        GET answers them instead.  Any other message is simply gone.
+        """
+        tally = message.get("CONTRIBUTION")
+        if isinstance(tally, dict) and tally:
+            self.aggregator.add_contributions(tally)
+            self.dirty = True
+            logger.warning(
+                "a CONTRIBUTION reply for %d models was never sent; its shares "
+                "are back in the tally for the next GET",
+                len(tally),
+            )
+
+    def return_unsent(self) -> None:
+        """Give up on everything in :attr:`outbox` (at stop); see :meth:`unsent`."""
+        for message in self.outbox.take_all():
+            self.unsent(message)
 
     # -- output ------------------------------------------------------------
 

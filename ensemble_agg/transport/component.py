@@ -1,8 +1,10 @@
 """The swergio aggregator component's I/O: socket loop, reconnects, state file.
 
-All decisions about messages are :class:`~ensemble_agg.protocol.component.AggregatorProtocol`'s;
-this module moves frames between it and the socket, keeps time, and writes
-the state file.
+All decisions about messages are
+:class:`~ensemble_agg.protocol.component.AggregatorProtocol`'s, those about
+messages it could not send included (what waits for a reconnect, what an
+unsent ``CONTRIBUTION`` or an unsaved GET means); this module moves frames
+between it and the socket, keeps time, and writes the state file.
 
 Theory of operation
 -------------------
@@ -14,13 +16,16 @@ stop flag, the straggler deadline, the state file and the stats timer.  A
 lost connection is retried with capped, jittered exponential backoff; a
 connection that dies within a few seconds of being made counts as a failed
 attempt, so a server that accepts and closes at once is not hammered.  The
-protocol's state (the open round and the tally) is untouched by reconnects,
-and messages that could not be sent are sent again after one.
+protocol's state (the open round and the tally) is untouched by reconnects.
+A message that could not be sent goes to the protocol
+(:meth:`~ensemble_agg.protocol.component.AggregatorProtocol.hold`), whose
+outbox this loop sends after the reconnect; at stop it hands back what is
+still there (``return_unsent``).  A GET's reply goes out only after the
+state file was written, or marked by ``reply_not_saved`` if that failed.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import random
 import threading
@@ -48,8 +53,6 @@ STABLE_AFTER = 2.0
 POLL_INTERVAL = 0.1
 #: The state file is at most this far behind the tally (a GET is written at once).
 SAVE_EVERY = 0.1
-#: Outgoing messages kept for resending after a reconnect.
-OUTBOX_LIMIT = 1000
 
 
 class ServerUnreachable(ConnectionError):
@@ -110,8 +113,6 @@ class AggregatorComponent:
             step_timeout=settings.step_timeout,
         )
         self.client: TunedClient | None = None
-        self._outbox: collections.deque[dict[str, Any]] = collections.deque()
-        self._outbox_full = False  # warned that ACTIONs were dropped
         self._state_error = False
         self._last_save = -float("inf")
         self._link_error: Exception | None = None  # set when the link broke
@@ -189,7 +190,7 @@ class AggregatorComponent:
                     self.log_stats()
                     next_stats = now + s.stats_interval
         finally:
-            self._return_unsent_tallies()
+            self.protocol.return_unsent()
             if not self._save_state(final=True):
                 tally = self.aggregator.contributions
                 logger.error(
@@ -219,7 +220,7 @@ class AggregatorComponent:
             for out in step():
                 message = out.message
                 if out.clears_tally and not self._save_state(durable=True):
-                    message["STATE_SAVED"] = False
+                    message = self.protocol.reply_not_saved(message)
                 self._send(message)
         except Exception:
             self.counters.internal_errors += 1
@@ -321,54 +322,21 @@ class AggregatorComponent:
         """Send, or keep ``message`` for after the reconnect if the link is down."""
         assert self.client is not None
         if self._link_error is not None:
-            self._keep(message)
+            self.protocol.hold(message)
             return
         try:
             self.client.send(message)
         except OSError as exc:
-            self._keep(message)
+            self.protocol.hold(message)
             self._link_error = exc
-
-    def _keep(self, message: dict[str, Any]) -> None:
-        """Queue ``message`` for the reconnect; the oldest goes if the queue is full.
-
-        A ``CONTRIBUTION`` that cannot be delivered goes back into the tally,
-        so the next ``GET`` answers it: a GET's reply is the only copy.
-        """
-        if len(self._outbox) >= OUTBOX_LIMIT:
-            oldest = self._outbox.popleft()
-            self._give_back(oldest)
-            if "CONTRIBUTION" not in oldest and not self._outbox_full:
-                self._outbox_full = True  # once, until the outbox drains
-                logger.warning(
-                    "more than %d messages wait for the reconnect; the oldest "
-                    "ACTIONs are dropped (stale by now)",
-                    OUTBOX_LIMIT,
-                )
-        self._outbox.append(message)
-
-    def _give_back(self, message: dict[str, Any]) -> None:
-        tally = message.get("CONTRIBUTION")
-        if isinstance(tally, dict) and tally:
-            self.aggregator.add_contributions(tally)
-            self.protocol.dirty = True
-            logger.warning(
-                "a CONTRIBUTION reply for %d models was never sent; its shares "
-                "are back in the tally for the next GET",
-                len(tally),
-            )
-
-    def _return_unsent_tallies(self) -> None:
-        while self._outbox:
-            self._give_back(self._outbox.popleft())
 
     def _flush_outbox(self) -> None:
         """Send what waited for the reconnect; raises ``OSError`` if the link fails again."""
         assert self.client is not None
-        while self._outbox:
-            self.client.send(self._outbox[0])
-            self._outbox.popleft()
-        self._outbox_full = False
+        outbox = self.protocol.outbox
+        while outbox:
+            self.client.send(outbox.first())
+            outbox.sent()
 
     # -- the state file --------------------------------------------------------
 
