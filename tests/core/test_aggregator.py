@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -12,20 +11,9 @@ from hypothesis import strategies as st
 
 from ensemble_agg import Aggregator, UnknownModelError, aggregate
 
+from ..helpers import snapshot
+
 INF, NAN = float("inf"), float("nan")
-
-
-def snapshot(agg: Aggregator):
-    """Everything observable about an aggregator's state."""
-    return (
-        agg.pending,
-        agg.contributions,
-        agg.round_opened_at,
-        agg.n_actions,
-        agg.rounds,
-        copy.deepcopy(agg._rng.bit_generator.state),
-        {k: list(v) for k, v in agg._round.items()},
-    )
 
 
 def test_round_completes_at_exactly_n_distinct_models():
@@ -311,24 +299,3 @@ class TestExpire:
         agg = Aggregator(2)
         agg.submit("a", [1.0, 0.0])
         assert agg.expire(now=1e9, timeout=0.1) is None
-
-
-def test_protocol_tick_sends_the_early_action_on_a_fake_clock():
-    from ensemble_agg.protocol.component import AggregatorProtocol, Rooms
-    from ensemble_agg.protocol.framing import Frame
-
-    protocol = AggregatorProtocol(
-        Aggregator(2, rng=0), Rooms(), max_actions=8, step_timeout=0.5
-    )
-    message = {
-        "TYPE": "DATA/CUSTOM",
-        "TO_ROOM": "logits",
-        "LOGITS": [0.0, 1.0],
-        "COMPONENT_ID": "a",
-        "DETERMINISTIC": True,
-    }
-    assert protocol.handle_frame(Frame(message), now=100.0) == []
-    assert protocol.tick(now=100.49) == []
-    (out,) = protocol.tick(now=100.5)
-    assert out.message["ACTION"] == [1] and out.message["TO_ROOM"] == "action"
-    assert protocol.counters.early == 1 and protocol.counters.rounds == 1
