@@ -150,114 +150,137 @@ class FrameDecoder:
         """
         frames: list[Frame] = []
         if self._skip:
-            n = min(self._skip, len(data))
-            # (with the tail of the last read: a frame start may straddle reads)
-            window = self._tail + data[:n]
-            found = self._frame_start.search(window)
-            if found is not None:
-                # A frame starts inside the bytes of an oversized one: its
-                # length was forged (a cut-short header), not a real frame's.
-                frames.append(Frame(None, self._forged()))
-                self._skip = 0
-                self._tail = b""
-                data = window[found.start() :] + data[n:]
-            else:
-                self._skip -= n
-                self._tail = window[-self.header_length :] if self._skip else b""
-                if n == len(data):
-                    return frames
-                data = data[n:]
+            data = self._read_skipped(data, frames)
+            if not data:
+                return frames
         buf = self._buf
         buf += data
-        start = 0
         h = self.header_length
-        end_of_data = len(buf)
-        while end_of_data - start >= h:
-            if self._lost:  # out of step: only where a frame can start
-                found = self._frame_start.search(buf, start)
+        start = 0
+        while len(buf) - start >= h:
+            if self._lost:
+                found = self._resync(buf, start)
                 if found is None:
                     # Keep what could be the start of the next header.
-                    start = max(start, end_of_data - h)
+                    start = max(start, len(buf) - h)
                     break
-                start = found.start()
-            body_start = start + h
-            length = self._length(bytes(buf[start:body_start]))
+                start = found
+            length = self._length(bytes(buf[start : start + h]))
             if length > self.max_body:
-                # Not read, so not checked by decoding: trust its length only
-                # if its body starts as swergio's do.
-                if body_start == end_of_data:
-                    break  # the body's first byte decides; wait for it
-                in_step = buf[body_start] in _OPENERS
+                after = self._read_oversized(buf, start, length, frames)
             elif length >= 0:
-                end = body_start + length
-                if length and body_start == end_of_data:
-                    break  # the body's first byte decides; wait for it
-                if length and buf[body_start] in _OPENERS:
-                    if end > end_of_data:
-                        break
-                    in_step = True
-                else:
-                    # Not an object: a real frame (the stock server forwards
-                    # undecodable ones), unless another frame starts inside
-                    # the bytes it claims: then this header is out of step.
-                    # (Until the frame is complete, only its first bytes are
-                    # searched, where a cut-short header's frame would be:
-                    # searching all of a growing frame at every read would
-                    # cost the square of its size.)
-                    limit = end + h if end <= end_of_data else start + 4 * h
-                    inside = self._frame_start.search(
-                        buf, start + 1, min(end_of_data, limit)
-                    )
-                    if inside is not None and inside.start() < end:
-                        in_step = False
-                    elif end > end_of_data:
-                        break
-                    else:
-                        in_step = True
+                after = self._read_body(buf, start, length, frames)
             else:
-                in_step = False
-            if not in_step:
-                if not self._lost:
-                    self._lost = True
-                    self.resyncs += 1
-                    header = preview(bytes(buf[start:body_start]))
-                    frames.append(
-                        Frame(
-                            None,
-                            f"lost the frame boundaries at header {header}; "
-                            f"reading on from the next frame",
-                        )
-                    )
-                start += 1
-                continue
-            self._lost = False
-            if length > self.max_body:
-                inside = self._frame_start.search(
-                    buf, body_start, min(end_of_data, body_start + length)
-                )
-                if inside is not None:
-                    self._claimed = length
-                    frames.append(Frame(None, self._forged()))
-                    start = inside.start()
-                    continue
-                self.skipped += 1
-                self._claimed = length
-                self._skip = max(0, length - (end_of_data - body_start))
-                self._tail = bytes(buf[max(body_start, end_of_data - h) : end_of_data])
-                start = min(end_of_data, body_start + length)
-                continue
-            end = body_start + length
-            if end > end_of_data:
-                break
-            body = bytes(memoryview(buf)[body_start:end])
-            start = end
-            frame = self._decode(body)
-            if frame is not None:
-                frames.append(frame)
+                after = self._out_of_step(buf, start, frames)
+            if after is None:
+                break  # the frame is not all here yet
+            start = after
         del buf[:start]
         if not buf and buf.__sizeof__() > 1 << 20:
             self._buf = bytearray()  # give a large frame's buffer back
         return frames
+
+    # -- the readers ---------------------------------------------------------
+    # The decoder is in one of three states, each with its reader, each
+    # small enough to fuzz alone:
+    # - skipping an oversized body (``_skip`` > 0): ``_read_skipped``;
+    # - lost, out of step (``_lost``): ``_resync`` finds where a frame can
+    #   start, and the frame readers below check that it does;
+    # - in step: the header's length picks ``_read_body`` (at most
+    #   ``max_body``), ``_read_oversized`` or ``_out_of_step`` (no length).
+    # The frame readers return where the next frame starts, or None to wait,
+    # with the buffer kept from ``start``, for more bytes.
+
+    def _read_skipped(self, data: bytes, frames: list[Frame]) -> bytes:
+        """Discard what is left of an oversized body; return the bytes after it."""
+        n = min(self._skip, len(data))
+        # (with the tail of the last read: a frame start may straddle reads)
+        window = self._tail + data[:n]
+        found = self._frame_start.search(window)
+        if found is not None:
+            # A frame starts inside the bytes of an oversized one: its
+            # length was forged (a cut-short header), not a real frame's.
+            frames.append(Frame(None, self._forged()))
+            self._skip = 0
+            self._tail = b""
+            return window[found.start() :] + data[n:]
+        self._skip -= n
+        self._tail = window[-self.header_length :] if self._skip else b""
+        return data[n:]
+
+    def _resync(self, buf: bytearray, start: int) -> int | None:
+        """Out of step: where a frame can start, at ``start`` or after; None if nowhere."""
+        found = self._frame_start.search(buf, start)
+        return None if found is None else found.start()
+
+    def _read_oversized(
+        self, buf: bytearray, start: int, length: int, frames: list[Frame]
+    ) -> int | None:
+        """A header claiming more than ``max_body``: pass its body by unread."""
+        body_start = start + self.header_length
+        have = len(buf)
+        if body_start == have:
+            return None  # the body's first byte decides; wait for it
+        # Not read, so not checked by decoding: trust its length only if its
+        # body starts as swergio's do.
+        if buf[body_start] not in _OPENERS:
+            return self._out_of_step(buf, start, frames)
+        self._lost = False
+        self._claimed = length
+        inside = self._frame_start.search(
+            buf, body_start, min(have, body_start + length)
+        )
+        if inside is not None:
+            frames.append(Frame(None, self._forged()))
+            return inside.start()
+        self.skipped += 1
+        self._skip = max(0, length - (have - body_start))
+        self._tail = bytes(buf[max(body_start, have - self.header_length) : have])
+        return min(have, body_start + length)
+
+    def _read_body(
+        self, buf: bytearray, start: int, length: int, frames: list[Frame]
+    ) -> int | None:
+        """A frame of ``length`` bytes (at most ``max_body``): decode it when complete."""
+        h = self.header_length
+        body_start = start + h
+        end = body_start + length
+        have = len(buf)
+        if length and body_start == have:
+            return None  # the body's first byte decides; wait for it
+        if not length or buf[body_start] not in _OPENERS:
+            # Not an object: a real frame (the stock server forwards
+            # undecodable ones), unless another frame starts inside the bytes
+            # it claims: then this header is out of step.  (Until the frame
+            # is complete, only its first bytes are searched, where a
+            # cut-short header's frame would be: searching all of a growing
+            # frame at every read would cost the square of its size.)
+            limit = end + h if end <= have else start + 4 * h
+            inside = self._frame_start.search(buf, start + 1, min(have, limit))
+            if inside is not None and inside.start() < end:
+                return self._out_of_step(buf, start, frames)
+        if end > have:
+            return None
+        self._lost = False
+        frame = self._decode(bytes(memoryview(buf)[body_start:end]))
+        if frame is not None:
+            frames.append(frame)
+        return end
+
+    def _out_of_step(self, buf: bytearray, start: int, frames: list[Frame]) -> int:
+        """The header at ``start`` is no frame's: say so once, then look further on."""
+        if not self._lost:
+            self._lost = True
+            self.resyncs += 1
+            header = preview(bytes(buf[start : start + self.header_length]))
+            frames.append(
+                Frame(
+                    None,
+                    f"lost the frame boundaries at header {header}; "
+                    f"reading on from the next frame",
+                )
+            )
+        return start + 1
 
     def _forged(self) -> str:
         self.resyncs += 1
