@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 
 from ..core.aggregator import Aggregator
+from ..errors import ServerUnreachable
 from ..protocol.component import AggregatorProtocol, Counters, Outgoing, Rooms
 from ..protocol.messages import may_concern_aggregator
 from .client import ConnectionLost, TunedClient
@@ -50,10 +51,6 @@ POLL_INTERVAL = 0.1
 SAVE_EVERY = 0.1
 #: Outgoing messages kept for resending after a reconnect.
 OUTBOX_LIMIT = 1000
-
-
-class ServerUnreachable(ConnectionError):
-    """The server could not be reached within ``connect_timeout``."""
 
 
 class AggregatorComponent:
