@@ -1,9 +1,11 @@
 """``aggregate`` on dask arrays: lazy, chunked, on any scheduler.
 
 Rules for this module: it is imported only when :func:`ensemble_agg.aggregate`
-is given a dask collection (``import ensemble_agg`` never imports dask); it
-builds a task graph and computes nothing; every chunk goes through the same
-NumPy code as an in-memory batch.
+is given a dask collection (``ensemble_agg.dispatch`` imports it then;
+``import ensemble_agg`` never imports dask, and the core never imports this
+module); it builds a task graph and computes nothing; every chunk goes
+through the same NumPy code as an in-memory batch (``aggregate_checked``),
+after the same option checks (``core.options``).
 
 Theory of operation
 -------------------
@@ -19,9 +21,10 @@ global index (``streams``), so the actions do not depend on the chunking or
 the machine; and an error raised for invalid logits names the global step,
 not the step inside the block.
 
-Cheap checks (dtype, shape, weights, rule, temperature, seed) run when the
-graph is built; NaN, ``+inf``, dead models and empty supports can only be
-found in the data, so they raise when the result is computed.
+Cheap checks (rule, temperature, weights, seed, dtype, shape, in the order
+the NumPy path runs them) run when the graph is built; NaN, ``+inf``, dead
+models and empty supports can only be found in the data, so they raise when
+the result is computed.
 """
 
 from __future__ import annotations
@@ -34,15 +37,9 @@ from typing import Any, cast
 import dask.array as da
 import numpy as np
 
-from .core.aggregation import Aggregation, _aggregate_checked, _sampling_rng
-from .core.checks import (
-    FloatArray,
-    as_logits,
-    check_rule,
-    check_temperature,
-    check_values,
-    check_weights,
-)
+from .core.aggregation import Aggregation, aggregate_checked
+from .core.checks import FloatArray, as_logits, check_values
+from .core.options import as_rng, check_options
 from .core.streams import BlockUniforms, Key, StepUniforms, UniformSource
 
 __all__ = ["aggregate_dask"]
@@ -67,15 +64,15 @@ def aggregate_dask(
             f"logits has unknown chunk sizes (shape {x.shape}); the step indices "
             f"must be known: call logits.compute_chunk_sizes() first"
         )
-    # dtype and shape checks on data-free stand-ins, for the same messages:
+    # The same checks in the same order as for NumPy input, so the same
+    # messages: the options, then dtype and shape on data-free stand-ins.
+    options = check_options(rule, temperature, weights)
+    key = None if deterministic else _key(rng)
     as_logits(np.zeros((1, 1), dtype=x.dtype))  # non-numeric or complex
     dtype = np.dtype(np.float32 if x.dtype == np.float32 else np.float64)
     as_logits(np.broadcast_to(np.zeros((), dtype), x.shape))  # ndim, empty axes
-    rule = check_rule(rule)
-    t = check_temperature(temperature)
     n_models, n_actions = x.shape[-2:]
-    w = None if weights is None else check_weights(weights, n_models, dtype)
-    key = None if deterministic else _key(rng)
+    w = options.weights_for(n_models, dtype)
 
     nb = x.ndim - 2
     if x.dtype != dtype:
@@ -89,15 +86,15 @@ def aggregate_dask(
         x,
         key=key,
         w=w,
-        rule=rule,
-        t=t,
+        rule=options.rule,
+        t=options.temperature,
         deterministic=bool(deterministic),
         batch_shape=x.shape[:nb],
         drop_axis=[nb, nb + 1],
         chunks=batch_chunks,
         dtype=object,
         meta=np.empty((0,) * nb, dtype=object),
-        token="ensemble-agg-" + rule,
+        token="ensemble-agg-" + options.rule,
     )
     action = _field(fields, 0, batch_chunks, np.dtype(np.intp))
     contribution = _field(fields, 1, (*batch_chunks, (n_models,)), dtype)
@@ -143,7 +140,7 @@ def _key(rng: Any) -> Key:
         # Chunks may run in other processes, so a Generator cannot be shared;
         # one draw from it seeds the step-indexed scheme instead.
         rng = int(rng.integers(2**63))
-    source = _sampling_rng(rng)  # raises for the wrong types, as for NumPy input
+    source = as_rng(rng, by_step=True)  # raises for the wrong types, as for NumPy
     assert isinstance(source, StepUniforms)
     return source.key
 
@@ -181,7 +178,7 @@ def _aggregate_block(
     offset = tuple(start for start, _ in location)
     check_values(x, step_offset=offset)  # errors name the step in the whole batch
     try:
-        result = _aggregate_checked(x, w, rule, t, deterministic, source)
+        result = aggregate_checked(x, w, rule, t, deterministic, source)
     except ValueError as exc:  # an empty support: name the global step
         raise ValueError(_globalise(str(exc), list(offset))) from None
     return np.asarray(result.action, dtype=np.intp), result.contribution, result.probs

@@ -1,9 +1,8 @@
 """aggregate() on dask arrays: the NumPy results, lazily, however they are chunked.
 
-Actions must equal NumPy's exactly.  ``probs`` and ``contribution`` are
-compared to within rounding: the NumPy core picks a numerical shift from the
-whole array it is given, so even NumPy on a slice of a batch can differ from
-NumPy on the whole batch in the last bits.
+Every field must equal NumPy's exactly, to the last bit: the NumPy core
+computes each step from its own logits alone (its own shift, sums that never
+span steps), so how a batch is chunked cannot change any step's result.
 """
 
 from __future__ import annotations

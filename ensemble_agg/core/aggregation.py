@@ -1,10 +1,13 @@
 """Pure math: member policies in, one ensemble action and its credit out.
 
 Rules for this module: arrays in, arrays out; randomness only through the
-``rng`` argument; no I/O, no logging, no state between calls.  Inputs are
-checked once in :func:`aggregate` (via ``checks``); the private helpers
-below trust their arguments, so :class:`~ensemble_agg.Aggregator` can call
-them on data it has already checked.
+``rng`` argument; no I/O, no logging, no state between calls, no dask (the
+dask backend builds on this module; :mod:`ensemble_agg.dispatch` chooses
+between them).  Inputs are checked once, in :func:`aggregate_numpy` (logits
+by ``checks``, options by ``options``); :func:`aggregate_checked` and the
+private helpers below trust their arguments, so
+:class:`~ensemble_agg.Aggregator` and the dask backend call it on data they
+have already checked.
 
 Theory of operation
 -------------------
@@ -16,6 +19,15 @@ support when some model with a positive weight allows it (``"product"``:
 when every such model allows it); actions outside the support get
 probability exactly 0 and are never drawn.
 
+Members are kept factored, ``w_i p_i(a) = e[i, a] * coef[i]`` with
+``e = exp(x - shift)`` (:class:`_Members`): the ensemble needs only the sum
+over models and the contribution only the chosen action's column.  Each
+step is shifted by its own largest logit, and only steps in which some
+model's logits lie far below that are shifted model by model (the product
+rule always is); sums over models and actions go through ``einsum``, one
+step at a time in a fixed order.  So a step's result depends on its logits
+alone, to the last bit, whatever batch or dask chunk it came in.
+
 What comes from ``scipy.special``, and what stays hand-written
 ----------------------------------------------------------------
 ``log_softmax`` gives the product rule its member log-probabilities, and
@@ -24,10 +36,11 @@ member probabilities all underflow: the right tools, off the hot path.
 They are imported on first use: ``import scipy.special`` costs about 0.15 s
 and 25 MB, more than the rest of ``import ensemble_agg``.  The default rule's
 paths stay hand-written, because they are the hot path and measured faster
-than scipy here: one shift for the whole array and a BLAS product over
-models where scipy's ``softmax`` takes a max per row and builds every
-``p_i``; and for two actions the logistic form of ``two_actions.py``, where
-``scipy.special.expit`` measured seven times slower than NumPy's ``exp``.
+than scipy here: one max per step (over its models and actions at once) and
+the factored members above, where scipy's ``softmax`` takes a max per row
+and builds every normalised ``p_i``; and for two actions the logistic form
+of ``two_actions.py``, where ``scipy.special.expit`` measured seven times
+slower than NumPy's ``exp``.
 """
 
 from __future__ import annotations
@@ -35,32 +48,26 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Hashable, Mapping
-from typing import Any, Generic, NamedTuple, TypeVar, overload
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import SingleModelBatchWarning
 from ..util.text import preview
-from .checks import (
-    FloatArray,
-    as_logits,
-    check_rule,
-    check_temperature,
-    check_weights,
-)
-from .streams import StepUniforms, UniformSource
+from .checks import FloatArray, as_logits
+from .options import RNGLike, as_rng, check_options
+from .streams import UniformSource
 from .two_actions import sum_two_actions_batched, sum_two_actions_rows
 
 __all__ = [
     "Aggregation",
     "RoundResult",
-    "SingleModelBatchWarning",
-    "aggregate",
+    "Source",
+    "aggregate_checked",
+    "aggregate_numpy",
     "softmax",
 ]
-
-RNGLike = None | int | np.random.SeedSequence | np.random.Generator | UniformSource
-
 
 #: The type of :attr:`Aggregation.contribution`: an array, or a dict by model id.
 ContributionT = TypeVar("ContributionT")
@@ -148,37 +155,6 @@ def softmax(logits: Any, axis: int = -1) -> FloatArray:
     with np.errstate(invalid="ignore", over="ignore"):
         e = np.exp(x - m)
         return e / e.sum(axis=axis, keepdims=True)
-
-
-def _rng(rng: RNGLike) -> np.random.Generator | UniformSource:
-    if isinstance(rng, (np.random.Generator, UniformSource)):
-        return rng
-    if rng is None or isinstance(rng, np.random.SeedSequence):
-        return np.random.default_rng(rng)
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        if rng < 0:
-            raise ValueError(f"rng seed must be >= 0, got {rng}")
-        return np.random.default_rng(int(rng))
-    raise TypeError(
-        "rng must be None, an int seed, a numpy.random.SeedSequence or a "
-        f"numpy.random.Generator, got {type(rng).__name__}"
-    )
-
-
-def _sampling_rng(rng: RNGLike) -> np.random.Generator | UniformSource:
-    """``rng`` for one :func:`aggregate` call: seeds draw by step index.
-
-    An ``int`` seed or a ``SeedSequence`` gives each step the uniform of its
-    flattened batch index (``streams``'s scheme), so the actions do not depend
-    on how a batch is split; a ``Generator`` or ``None`` draws sequentially.
-    """
-    if type(rng) is np.random.Generator:  # the per-step hot path: no more checks
-        return rng
-    if isinstance(rng, np.random.SeedSequence) or (
-        isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)
-    ):
-        return StepUniforms(rng)
-    return _rng(rng)
 
 
 class _Members(NamedTuple):
@@ -332,7 +308,7 @@ def _sample(probs: FloatArray, rng: np.random.Generator | UniformSource) -> Any:
 Source = np.random.Generator | UniformSource | None
 
 
-def _aggregate_checked(
+def aggregate_checked(
     x: FloatArray | list[list[float]],
     w: FloatArray | None,
     rule: str,
@@ -488,175 +464,21 @@ def _raise_empty_support(probs: FloatArray, rule: str) -> None:
     )
 
 
-@overload
-def aggregate(
-    logits: Mapping[Any, Any],
-    *,
-    deterministic: bool = ...,
-    rng: RNGLike = ...,
-    weights: Any = ...,
-    rule: str = ...,
-    temperature: float = ...,
-) -> RoundResult: ...
-
-
-@overload
-def aggregate(
+def aggregate_numpy(
     logits: Any,
-    *,
-    deterministic: bool = ...,
-    rng: RNGLike = ...,
-    weights: Any = ...,
-    rule: str = ...,
-    temperature: float = ...,
-) -> Aggregation[FloatArray]: ...
-
-
-def aggregate(
-    logits: Any,
-    *,
     deterministic: bool = False,
     rng: RNGLike = None,
     weights: Any = None,
     rule: str = "sum",
     temperature: float = 1.0,
 ) -> Aggregation[Any]:
-    """Combine several models' action logits into one action.
+    """:func:`ensemble_agg.aggregate` for in-memory input: arrays, lists, mappings.
 
-    Parameters
-    ----------
-    logits : array_like, mapping or dask.array.Array
-        Shape ``(n_models, n_actions)``, or ``(*batch, n_models, n_actions)``
-        for many independent steps.  float32 arrays are computed in float32,
-        everything else in float64.  ``-inf`` marks an action the model
-        forbids.  A mapping ``{model_id: row}`` (each row of shape
-        ``(n_actions,)`` or ``(1, n_actions)``, as a policy returns it) is one
-        step; `contribution` is then a ``dict`` keyed by the same ids.  Shape
-        ``(n, 1, n_actions)`` means ``n`` steps of one model each and warns
-        (:class:`SingleModelBatchWarning`): it is what stacking ``n``
-        policies' ``(1, n_actions)`` outputs gives.  A dask array (optional
-        extra ``ensemble-agg[dask]``) gives a lazy result; see Notes.
-    deterministic : bool, optional
-        If true, take the most probable action (ties: lowest index).  If
-        false (default), draw it from the ensemble distribution.
-    rng : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
-        Source of randomness for sampling.  ``None`` (default) draws fresh
-        entropy; an ``int`` seed or a ``SeedSequence`` gives the same actions
-        for the same inputs on every call, however the batch is chunked (see
-        Notes); a ``Generator`` is drawn from in sequence.  Unused when
-        `deterministic` is true.
-    weights : array_like or mapping, optional
-        Non-negative weight per model, shape ``(n_models,)``, not all zero;
-        with mapping `logits`, also a mapping from id to weight (missing ids
-        weigh 1).  Default: every model weighs 1.
-    rule : {"sum", "product", "majority", "rank"}, optional
-        How member policies combine; see Notes.  Default ``"sum"``, the rule
-        of the original torch component.
-    temperature : float, optional
-        ``T > 0``; higher flattens the ensemble distribution.  Default 1.
-
-    Returns
-    -------
-    Aggregation
-        Named tuple ``(action, contribution, probs)``.  `action` is an
-        ``int`` (2-D input) or an integer array of shape ``batch``;
-        `contribution` is each model's share of the chosen action, shape
-        ``(n_models,)`` or ``(*batch, n_models)``, summing to 1; `probs` is the
-        ensemble distribution, shape ``(n_actions,)`` or
-        ``(*batch, n_actions)``, summing to 1.
-
-    Raises
-    ------
-    TypeError
-        If `logits` or `weights` are not numbers, or `rng` is of the wrong type.
-    ValueError
-        For a wrong number of dimensions, zero models or actions, NaN or
-        ``+inf`` in `logits`, a model whose logits are all ``-inf``, an
-        ensemble in which every action is forbidden, bad `weights`, an unknown
-        `rule`, or a `temperature` that is not a finite number > 0.  The
-        message names the step, model and action concerned.
-
-    Notes
-    -----
-    With member policies :math:`p_i = \\operatorname{softmax}(\\ell_i)`,
-    weights :math:`w_i` and temperature :math:`T`, the rules (Wiering and van
-    Hasselt, 2008) are
-
-    - ``"sum"``: :math:`P \\propto (\\sum_i w_i p_i)^{1/T}`;
-    - ``"product"``: :math:`P \\propto (\\prod_i p_i^{w_i})^{1/T}`, in log space;
-    - ``"majority"``: :math:`P \\propto \\exp(v/T)`, where :math:`v_a` sums the
-      weights of the models whose argmax is :math:`a`;
-    - ``"rank"``: :math:`P \\propto \\exp(r/T)`, where each model gives its
-      best action ``n_actions`` points down to 1 for its worst, times
-      :math:`w_i`.
-
-    An action is possible only if a model with a positive weight allows it
-    (for ``"product"``: if every such model allows it).  The contribution of
-    model :math:`i` to the chosen action :math:`a` is
-    :math:`w_i p_i(a) / \\sum_j w_j p_j(a)`, for every rule.
-
-    Sampling draws one uniform :math:`u` per step and takes the first action
-    whose cumulative probability exceeds :math:`u`.  With an ``int`` seed or a
-    ``SeedSequence``, step :math:`k` (its index in the batch flattened in C
-    order; a single 2-D step is step 0) gets the :math:`k`-th output of a
-    Philox generator keyed by the seed, whatever else is computed with it.
-    So a batch gives the same actions as one NumPy array, as any slicing into
-    chunks of a dask array, on any scheduler or cluster.
-
-    For a dask array ``(*batch, n_models, n_actions)`` the fields of the
-    result are lazy dask arrays (``action`` of shape ``batch`` even without
-    batch axes).  The batch axes keep their chunks; the model and action
-    axes are rechunked to one chunk each, which costs a shuffle of the data
-    unless they already are.  Bad shapes, dtypes, weights, rules and
-    temperatures raise at once; invalid logits raise when the result is
-    computed, naming the step by its index in the whole batch.  A
-    ``Generator`` or ``None`` as `rng` seeds the chunks from one draw, so
-    those actions do not match the NumPy ones.
-
-    References
-    ----------
-    M. A. Wiering and H. van Hasselt, "Ensemble Algorithms in Reinforcement
-    Learning", IEEE Trans. Systems, Man, and Cybernetics, Part B 38(4), 2008.
-
-    Examples
-    --------
-    >>> from ensemble_agg import aggregate
-    >>> logits = [[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
-    >>> result = aggregate(logits, deterministic=True)
-    >>> result.action
-    0
-    >>> result.probs.round(4)
-    array([0.5499, 0.4501])
-    >>> result.contribution.round(4)
-    array([0.5339, 0.163 , 0.3031])
-
-    Sampling with a seed is reproducible, and ``-inf`` forbids an action:
-
-    >>> aggregate(logits, rng=7).action == aggregate(logits, rng=7).action
-    True
-    >>> masked = [[2.0, float("-inf")], [0.0, float("-inf")]]
-    >>> aggregate(masked, rng=7).action
-    0
-
-    One step as the original component held it, ``{model_id: logits}``:
-
-    >>> step = {"a": [[2.0, 0.0]], "b": [[0.0, 1.0]], "c": [[1.0, 1.0]]}
-    >>> result = aggregate(step, deterministic=True)
-    >>> {k: round(v, 4) for k, v in result.contribution.items()}
-    {'a': 0.5339, 'b': 0.163, 'c': 0.3031}
-
-    Many steps at once:
-
-    >>> import numpy as np
-    >>> batch = np.zeros((4, 3, 2), dtype=np.float32)
-    >>> aggregate(batch, deterministic=True).action
-    array([0, 0, 0, 0])
+    The public :func:`ensemble_agg.aggregate` (see its docstring) calls this
+    for everything that is not a dask collection, with positional arguments
+    (cheaper than keywords on the per-step path).  The options are checked
+    first (they are cheap), then the logits.
     """
-    if type(logits) is not list and hasattr(type(logits), "__dask_graph__"):
-        # A dask collection: a lazy result, computed chunk by chunk.
-        options = {"deterministic": deterministic, "rng": rng, "weights": weights}
-        options.update(rule=rule, temperature=temperature)
-        return _aggregate_lazy(logits, options)
     if isinstance(logits, Mapping):
         return _aggregate_mapping(
             logits,
@@ -666,14 +488,9 @@ def aggregate(
             rule=rule,
             temperature=temperature,
         )
-    source = None if deterministic else _sampling_rng(rng)
-    if (
-        type(logits) is list
-        and weights is None
-        and rule == "sum"
-        and temperature == 1
-        and len(logits) <= _ROWS_MAX
-    ):
+    options = check_options(rule, temperature, weights)
+    source = None if deterministic else as_rng(rng, by_step=True)
+    if type(logits) is list and options.is_default and len(logits) <= _ROWS_MAX:
         # One step of a few models from a list of lists, as it comes off the
         # wire: the two-action path checks as it computes, and what it
         # declines is converted and checked in full below.
@@ -689,24 +506,16 @@ def aggregate(
             f"pass logits[:, 0] (shape {(x.shape[0], x.shape[2])}) or a dict "
             f"{{model_id: row}}.",
             SingleModelBatchWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of ensemble_agg.aggregate
         )
-    rule = check_rule(rule)
-    t = check_temperature(temperature)
-    w = None if weights is None else check_weights(weights, x.shape[-2], x.dtype)
-    return _aggregate_checked(x, w, rule, t, bool(deterministic), source)
-
-
-class SingleModelBatchWarning(UserWarning):
-    """``aggregate`` got shape ``(n, 1, n_actions)``: ``n`` one-model steps.
-
-    That is what a stack of ``n`` policies' ``(1, n_actions)`` outputs looks
-    like, which is almost always meant as one step of ``n`` models.
-    """
+    w = options.weights_for(x.shape[-2], x.dtype)
+    return aggregate_checked(
+        x, w, options.rule, options.temperature, bool(deterministic), source
+    )
 
 
 def _aggregate_mapping(logits: Mapping[Any, Any], **options: Any) -> RoundResult:
-    """:func:`aggregate` for ``{model_id: row}``; ``contribution`` keyed by id."""
+    """:func:`aggregate_numpy` for ``{model_id: row}``; ``contribution`` keyed by id."""
     ids = list(logits)
     if not ids:
         raise ValueError("logits is an empty mapping; need at least one model")
@@ -734,21 +543,6 @@ def _aggregate_mapping(logits: Mapping[Any, Any], **options: Any) -> RoundResult
         if unknown:
             raise ValueError(f"weights name ids that logits has not: {unknown[:5]!r}")
         weights = [weights.get(i, 1.0) for i in ids]
-    result = aggregate(x, weights=weights, **options)
+    result = aggregate_numpy(x, weights=weights, **options)
     shares = dict(zip(ids, result.contribution.tolist(), strict=True))
     return Aggregation(result.action, shares, result.probs)
-
-
-def _aggregate_lazy(logits: Any, options: dict[str, Any]) -> Aggregation:
-    """:func:`aggregate` for a dask collection, via ``dask_backend`` (imported only now)."""
-    if logits.__dask_graph__() is None:  # e.g. an xarray object holding NumPy data
-        return aggregate(np.asarray(logits), **options)
-    try:
-        from ..dask_backend import aggregate_dask
-    except ImportError as exc:
-        raise ImportError(
-            f"logits is a dask collection ({type(logits).__module__}."
-            f"{type(logits).__qualname__}) but dask.array cannot be imported "
-            f"({exc}); install the optional extra: pip install 'ensemble-agg[dask]'"
-        ) from exc
-    return aggregate_dask(logits, **options)

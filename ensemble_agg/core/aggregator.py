@@ -1,65 +1,43 @@
 """The stateful round collector: submissions in, rounds and a tally out.
 
 Rules for this module: no I/O, no clocks, no logging.  Time enters only as the
-``now`` argument, so deadlines are tested without sleeping; the caller (the
-swergio shim, or a user's own loop) decides when a round has waited too long
-and calls :meth:`Aggregator.close_round`.
+``now`` argument, so deadlines are tested without sleeping; the caller
+(agg-client's ``protocol.component``, or a user's own loop) decides when a
+round has waited too long and calls :meth:`Aggregator.expire` or
+:meth:`Aggregator.close_round`.
 
 Theory of operation
 -------------------
-The open round is a dict from model id to that model's logits (insertion
-order = arrival order; a resubmission replaces the value and keeps the
-place).  A submission is checked in full before it is stored, and storing is
-one dict assignment, so a rejected submission leaves the round as it was.
-Lists are stored as shallow copies (a Python list copy is cheaper than
-writing a row of a preallocated array, which we measured); arrays as float64
-copies.  When the last model arrives the round is aggregated (two actions
-with the default rule go through the pure-Python fast path, everything else
-through NumPy), each model's share is added to the tally, and the dict is
-cleared.
+The open round is a dict from model id to that model's logits, a new list of
+Python floats made by ``checks.as_row`` (insertion order = arrival order; a
+resubmission replaces the value and keeps the place).  Whatever the caller
+passed (a list, a tuple, an array) is converted and checked in full before it
+is stored, and storing is one dict assignment, so a rejected submission
+leaves the round as it was and later changes to the caller's object cannot
+leak in.  (A list per row is cheaper than writing a row of a preallocated
+array, which we measured.)  When the last model arrives the round's rows go
+to ``aggregation.aggregate_checked`` (two actions with the default rule and
+no weights through the pure-Python fast path, everything else through
+NumPy), each model's share is added to the tally, and the dict is cleared.
+The options are checked once, when the aggregator is built; the weights are
+kept by model id and made into an array for each round's ids.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..errors import IdRejection, UnknownModelError
 from ..util.text import label, preview
-from .aggregation import RNGLike, RoundResult, _aggregate_checked, _rng
-from .checks import (
-    as_row,
-    check_nonnegative,
-    check_rule,
-    check_temperature,
-)
+from .aggregation import RoundResult, aggregate_checked
+from .checks import as_row, check_nonnegative
+from .options import RNGLike, as_rng, check_options
 
-__all__ = ["Aggregator", "Expiry", "IdRejection", "UnknownModelError"]
-
-
-class IdRejection(enum.StrEnum):
-    """Why :class:`Aggregator` refused a model id."""
-
-    #: ``model_ids`` was given and the id is not in it.
-    UNLISTED = "unknown"
-    #: The ``max_ids`` cap on distinct ids is reached.
-    CAP = "cap"
-
-
-class UnknownModelError(ValueError):
-    """A submission from a model id the aggregator will not track.
-
-    ``reason`` is an :class:`IdRejection`: :attr:`IdRejection.UNLISTED` when
-    ``model_ids`` was given and the id is not in it, :attr:`IdRejection.CAP`
-    when the ``max_ids`` cap on distinct ids is reached.
-    """
-
-    def __init__(self, message: str, reason: IdRejection) -> None:
-        super().__init__(message)
-        self.reason = reason
+__all__ = ["Aggregator", "Expiry"]
 
 
 class Expiry(NamedTuple):
@@ -103,9 +81,9 @@ class Aggregator:
         Default: every model weighs 1.
     temperature : float, optional
         As in :func:`ensemble_agg.aggregate`.  Default 1.
-    rng : None, int or numpy.random.Generator, optional
-        Randomness for sampled actions.  An ``int`` seeds one generator used
-        for all rounds, so a run is reproducible as a whole.
+    rng : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Randomness for sampled actions.  A seed makes one generator used for
+        all rounds, so a run is reproducible as a whole.
     model_ids : collection of hashable, optional
         If given, only these ids may submit; others raise
         :class:`UnknownModelError`.
@@ -160,9 +138,11 @@ class Aggregator:
         if n_models < 1:
             raise ValueError(f"n_models must be >= 1, got {n_models}")
         self.n_models = int(n_models)
-        self.rule = check_rule(rule)
-        self.temperature = check_temperature(temperature)
-        self._rng = _rng(rng)
+        # Weights are by model id here (see _weights_map), not by position.
+        options = check_options(rule, temperature)
+        self.rule = options.rule
+        self.temperature = options.temperature
+        self._rng = as_rng(rng, by_step=False)
         self._model_ids: frozenset[Hashable] | None = None
         if model_ids is not None:
             ids = list(model_ids)
@@ -300,17 +280,19 @@ class Aggregator:
             model_id, self._as_row(model_id, logits), deterministic, now, replacing
         )
 
-    def _submit_row(
+    def submit_row(
         self,
         model_id: Hashable,
         row: list[float],
         deterministic: bool = False,
         now: float | None = None,
     ) -> RoundResult | None:
-        """:meth:`submit` for a row that :func:`~.checks.as_row` made.
+        """:meth:`submit` for a row that ``core.checks.as_row`` made.
 
-        For the wire edge, which converts and checks a message's LOGITS once
-        with the same function; ``model_id`` must be a string.
+        For the wire edge (``protocol.component``), which converts and checks
+        a message's ``LOGITS`` once with that same function: the row is
+        trusted, only the id and the width are checked.  Not part of the
+        public interface.
         """
         replacing = model_id in self._round
         if not replacing:
@@ -498,7 +480,7 @@ class Aggregator:
                     f"one must count"
                 )
         rows = list(self._round.values())
-        result = _aggregate_checked(
+        result = aggregate_checked(
             rows,
             w,
             self.rule,

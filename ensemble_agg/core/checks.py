@@ -1,12 +1,15 @@
 """Input checks at the edge of the pure-math layer.
 
-Everything that enters the math passes through here once: arrays through
+Every logit that enters the math passes through here once: arrays through
 :func:`as_logits` (which :func:`ensemble_agg.aggregate` calls), one model's
 row through :func:`as_row` (which :meth:`ensemble_agg.Aggregator.submit` and
-the wire edge call).  Each converts and checks, and raises ``TypeError`` or
-``ValueError`` with one pattern of message: what is wrong, where (step,
-model and action, counted from 0), and what was expected.  The math in
-``aggregation.py`` trusts what they return.
+the wire edge call).  The scalar checks (:func:`check_rule`,
+:func:`check_temperature`, :func:`check_seed`, :func:`check_nonnegative`)
+serve ``options.py``, the Aggregator's per-id weights and the state file.
+Each converts and checks, and raises ``TypeError`` or ``ValueError`` with
+one pattern of message: what is wrong, where (step, model and action,
+counted from 0), and what was expected.  The math in ``aggregation.py``
+trusts what they return.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ __all__ = [
     "as_row",
     "check_nonnegative",
     "check_rule",
+    "check_seed",
     "check_temperature",
     "check_values",
-    "check_weights",
 ]
 
 #: The ensemble rules, in the order the documentation lists them.
 RULES = ("sum", "product", "majority", "rank")
 
+#: A float array: float64, or float32 where the input was float32.
 FloatArray = npt.NDArray[np.floating[Any]]
 
 # NumPy < 1.24 turns ragged nested lists into object arrays with a warning
@@ -223,6 +227,26 @@ def check_temperature(temperature: object) -> float:
     return t
 
 
+def check_seed(
+    seed: object,
+    *,
+    name: str = "seed",
+    expected: str = "an int or a numpy.random.SeedSequence",
+) -> int | np.random.SeedSequence:
+    """Return ``seed`` as an ``int`` >= 0 or a ``SeedSequence``.
+
+    Raises ``TypeError`` for any other type (saying `name` must be
+    `expected`) and ``ValueError`` for a negative ``int``.
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if seed < 0:
+            raise ValueError(f"rng seed must be >= 0, got {seed}")
+        return int(seed)
+    raise TypeError(f"{name} must be {expected}, got {type(seed).__name__}")
+
+
 def check_nonnegative(value: object, what: str) -> float:
     """Return ``value`` as a float if it is a finite number >= 0.
 
@@ -241,40 +265,6 @@ def check_nonnegative(value: object, what: str) -> float:
             f"{what} must be finite and non-negative, got {preview(value)}"
         )
     return v
-
-
-def check_weights(weights: object, n_models: int, dtype: np.dtype[Any]) -> FloatArray:
-    """Return ``weights`` as an array of shape ``(n_models,)`` in ``dtype``.
-
-    Raises if the shape is wrong or a weight is negative, NaN or infinite, or
-    if all weights are zero.
-    """
-    try:
-        w = np.asarray(weights, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"weights must be a sequence of {n_models} non-negative numbers, "
-            f"got {weights!r:.80}"
-        ) from None
-    if w.shape != (n_models,):
-        raise ValueError(
-            f"weights must have shape ({n_models},), one per model; got shape {w.shape}"
-        )
-    bad = np.flatnonzero(~np.isfinite(w))
-    if bad.size:
-        raise ValueError(
-            f"weights must be finite; weight {bad[0]} is {float(w[bad[0]])}"
-        )
-    neg = np.flatnonzero(w < 0)
-    if neg.size:
-        raise ValueError(
-            f"weights must be non-negative; weight {neg[0]} is {float(w[neg[0]])}"
-        )
-    if not w.any():
-        raise ValueError("weights are all zero; at least one model must count")
-    if not np.isfinite(w.sum()):
-        raise ValueError("weights are too large: their sum is not a finite number")
-    return w.astype(dtype, copy=False)
 
 
 def check_values(

@@ -38,7 +38,8 @@ import math
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
+
+from .checks import FloatArray, check_seed
 
 __all__ = [
     "BlockUniforms",
@@ -51,7 +52,6 @@ __all__ = [
 
 Seed = int | np.integer[Any] | np.random.SeedSequence
 Key = tuple[int, int]
-FloatArray = npt.NDArray[np.float64]
 
 # Philox4x64 yields this many 64-bit outputs per counter increment.
 _PER_COUNTER = 4
@@ -73,16 +73,11 @@ def philox_key(seed: Seed) -> Key:
     Raises ``ValueError`` for a negative seed and ``TypeError`` for anything
     other than an ``int`` or a ``SeedSequence``.
     """
+    seed = check_seed(seed)
     if isinstance(seed, np.random.SeedSequence):
         k0, k1 = seed.generate_state(2, np.uint64)
         return int(k0), int(k1)
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        if seed < 0:
-            raise ValueError(f"rng seed must be >= 0, got {seed}")
-        return _int_key(int(seed))
-    raise TypeError(
-        f"seed must be an int or a numpy.random.SeedSequence, got {type(seed).__name__}"
-    )
+    return _int_key(seed)
 
 
 def _run(key: Key, start: int, n: int) -> FloatArray:

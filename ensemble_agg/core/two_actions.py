@@ -6,12 +6,15 @@ with ``e = exp(-|l1 - l0|) <= 1``, the larger probability is ``r`` and the
 smaller ``e * r``: neither overflows, and the smaller one keeps its full
 relative precision (``1 - r`` would not).
 
-Both functions return ``None`` when the input is not theirs to handle (NaN,
+:func:`sum_two_actions_rows` takes unchecked Python rows and checks as it
+computes: it returns ``None`` when the input is not its to handle (NaN,
 ``+inf``, a model with both actions at ``-inf``, non-numbers, rows that are
-not pairs, a sum that overflowed); the caller then takes the general path,
-which either computes the same thing or raises the precise error.  They
-compute the same values as the general path to within rounding, and draw the
-same action from the same uniform.
+not pairs, a sum that overflowed), and the caller then takes the general
+path, which either computes the same thing or raises the precise error.
+:func:`sum_two_actions_batched` takes an array already checked by
+``checks.as_logits`` and always returns a result.  Both compute the same
+values as the general path to within rounding, and draw the same action
+from the same uniform.
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..core.aggregator import Aggregator, IdRejection, UnknownModelError
+from ..core.aggregator import Aggregator
+from ..errors import IdRejection, UnknownModelError
 from ..util.text import preview
 from .framing import Frame
 from .message_types import DATA_CUSTOM, MESSAGE_TYPES
@@ -322,7 +323,7 @@ class AggregatorProtocol:
         if sub is None:
             return []
         try:
-            result = self.aggregator._submit_row(
+            result = self.aggregator.submit_row(
                 sub.model_id, sub.logits, sub.deterministic, now
             )
         except UnknownModelError as exc:

@@ -12,6 +12,7 @@ import re
 from typing import Any, NamedTuple
 
 from ..core.checks import as_row
+from ..errors import BadMessage
 from ..util.text import label, preview
 
 __all__ = [
@@ -27,10 +28,6 @@ __all__ = [
 
 #: Longest model id accepted off the wire, in characters.
 MAX_ID_LENGTH = 256
-
-
-class BadMessage(ValueError):
-    """A peer's message that cannot be used; ``str()`` says why."""
 
 
 def sender_of(message: dict[str, Any]) -> str:
@@ -108,7 +105,7 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
     >>> parse_submission({"LOGITS": [0.1, True], "COMPONENT_ID": "m1"}, 4096)
     Traceback (most recent call last):
     ...
-    ensemble_agg.protocol.messages.BadMessage: LOGITS[1] of 'm1' is True; expected a number
+    ensemble_agg.errors.BadMessage: LOGITS[1] of 'm1' is True; expected a number
     """
     has_logits = "LOGITS" in message
     has_id = "COMPONENT_ID" in message

@@ -55,6 +55,7 @@ from typing import Any
 
 from swergio import Client, Server
 
+from ..errors import ConnectionLost
 from ..protocol.framing import Frame, FrameDecoder, encode_frame
 from ..protocol.message_types import (
     COMMAND_DISCONNECT,
@@ -92,18 +93,6 @@ class IOCounters:
     def frames_per_wakeup(self) -> float:
         """Frames decoded per read that returned any."""
         return self.frames / self.wakeups if self.wakeups else 0.0
-
-
-class ConnectionLost(ConnectionError):
-    """The connection to the swergio server ended or its framing broke.
-
-    ``frames`` holds the good frames read before the connection was lost;
-    the caller handles them as usual.
-    """
-
-    def __init__(self, message: str, frames: list[Frame] | None = None) -> None:
-        super().__init__(message)
-        self.frames: list[Frame] = frames if frames is not None else []
 
 
 def _nodelay(sock: socket.socket) -> None:

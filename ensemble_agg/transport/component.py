@@ -35,6 +35,7 @@ from functools import partial
 from typing import Any
 
 from ..core.aggregator import Aggregator
+from ..errors import ServerUnreachable
 from ..protocol.component import AggregatorProtocol, Counters, Outgoing, Rooms
 from ..protocol.messages import may_concern_aggregator
 from .client import ConnectionLost, TunedClient
@@ -53,10 +54,6 @@ STABLE_AFTER = 2.0
 POLL_INTERVAL = 0.1
 #: The state file is at most this far behind the tally (a GET is written at once).
 SAVE_EVERY = 0.1
-
-
-class ServerUnreachable(ConnectionError):
-    """The server could not be reached within ``connect_timeout``."""
 
 
 class AggregatorComponent:

@@ -21,6 +21,7 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 from ..core.checks import check_nonnegative
+from ..errors import StateFileError
 from ..util.text import preview
 
 __all__ = ["StateFileError", "load_tally", "remove_tally", "save_tally"]
@@ -29,10 +30,6 @@ FORMAT = "ensemble-agg-tally"
 VERSION = 1
 #: A tally of a million ids is under 64 MB; anything larger is not ours.
 MAX_SIZE = 64 << 20
-
-
-class StateFileError(Exception):
-    """The state file cannot be read or written; ``str()`` says which and why."""
 
 
 def load_tally(path: Path) -> dict[str, float]:
