@@ -106,23 +106,29 @@ class Recorder:
     def send(self, message: dict) -> None:
         self.client.send(message)
 
-    def barrier(self) -> None:
+    def barrier(self) -> str:
         """Return once the server has handled everything this client sent.
 
         A direct message to oneself comes back only after the server handled
         this client's earlier messages (both servers handle a client's frames
         in order), and after every frame written to this client before it.
-        Its ID is deterministic, so it compares equal across the two runs.
+        Its ID is deterministic, so it compares equal across the two runs;
+        it is returned, as every client of the same name receives it too.
         """
         self._barriers += 1
         token = f"barrier-{self.key}-{self._barriers}"
         self.send({"ID": token, "TYPE": "DATA/CUSTOM", "TO": self.name, "BARRIER": 1})
+        self.wait_for_id(token)
+        return token
+
+    def wait_for_id(self, token: str) -> None:
+        """Return once a frame with ``ID`` ``token`` has arrived."""
         needle = f'"ID": "{token}"'.encode()
         with self._cond:
             ok = self._cond.wait_for(
                 lambda: any(needle in m for m in self.received), timeout=30
             )
-        assert ok, f"{self.key}: barrier not returned"
+        assert ok, f"{self.key}: {token} not received"
 
     def close(self) -> None:
         self._stop = True
@@ -134,11 +140,21 @@ def _script(port: int) -> dict[str, collections.Counter]:
     """Scripted traffic of stock clients; return what each client received."""
     clients: dict[str, Recorder] = {}
 
+    # A barrier to a shared name ("dup") reaches its namesakes too, and only
+    # its sender waits for it: the others wait for their copies at the end.
+    copies: dict[str, list[str]] = collections.defaultdict(list)
+
+    def sync(x: Recorder) -> None:
+        namesakes = [y for y in clients.values() if y is not x and y.name == x.name]
+        token = x.barrier()
+        for y in namesakes:
+            copies[y.key].append(token)
+
     def add(key: str, name: str, *rooms: str) -> Recorder:
         c = clients[key] = Recorder(port, key, name)
         for room in rooms:
             c.client.join_room(room)
-        c.barrier()  # its REGISTER and joins are done before anyone else acts
+        sync(c)  # its REGISTER and joins are done before anyone else acts
         return c
 
     def msg(n: int, **fields) -> dict:
@@ -164,21 +180,24 @@ def _script(port: int) -> dict[str, collections.Counter]:
         a.send(msg(11, TEXT="no address"))
         b.send(msg(12, TO_ROOM="_command", TEXT="to everyone"))
         for x in clients.values():
-            x.barrier()
+            sync(x)
         d.send({"ID": "m13", "TYPE": "COMMAND/LEAVEROOM", "ROOM": "r1",
                 "TO_ROOM": "_command"})  # fmt: skip
-        d.barrier()
+        sync(d)
         a.send(msg(14, TO_ROOM="r1", TEXT="after d left"))
         b.send({"ID": "m15", "TYPE": "COMMAND/REGISTER", "NAME": "bee",
                 "TO_ROOM": "_command"})  # fmt: skip
         b.name = "bee"
-        b.barrier()
+        sync(b)
         a.send(msg(16, TO="bee", TEXT="renamed"))
         a.send(msg(17, TO="b", TEXT="old name"))
+        for x in clients.values():  # everyone's messages have been routed
+            sync(x)
+        for x in clients.values():  # and everything written to x arrived
+            sync(x)
         for x in clients.values():
-            x.barrier()
-        for x in clients.values():  # everything written to x arrived before this
-            x.barrier()
+            for token in copies[x.key]:
+                x.wait_for_id(token)
         return {
             key: collections.Counter(map(_masked, x.received))
             for key, x in clients.items()
