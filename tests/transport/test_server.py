@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -30,7 +29,6 @@ from ensemble_agg.transport.server import AggServer
 
 from ..swergio_helpers import (
     HOST,
-    STOCK_SERVER,
     RawPeer,
     ServerProcess,
     agg_server_command,
@@ -221,12 +219,7 @@ class _QuietServer(ServerProcess):
     """
 
     def start(self) -> _QuietServer:
-        if self.agg:
-            cmd = agg_server_command(self.port, *self.args)
-        else:
-            cmd = [sys.executable, "-u", "-c", STOCK_SERVER, str(self.port)]
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".server.log", delete=False)
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.launch()
         self.keeper = wait_for(self._connect, 20, f"server on port {self.port}")
         name = f"keeper-{uuid.uuid4().hex[:8]}"
         # No TO_ROOM and in no room: nothing is routed to or from it but this.
