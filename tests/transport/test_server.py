@@ -610,12 +610,13 @@ def test_bytes_out_of_step_are_dropped_and_the_connection_reads_on(agg):
 
 
 def test_warnings_are_rate_limited(caplog):
-    from ensemble_agg.transport.server import _Throttle
+    import ensemble_agg.transport.server as server_module
+    from ensemble_agg.util.ratelimit import RateLimiter
 
-    throttle = _Throttle(burst=3, period=10.0)
+    throttle = RateLimiter(server_module.logger, burst=3, period=10.0)
     with caplog.at_level("WARNING", logger="ensemble_agg.transport.server"):
         for i in range(10):
-            throttle.warning(100.0 + i * 0.1, "bad message %d", i)
+            throttle.log(100.0 + i * 0.1, "bad message", "bad message %d", i)
         assert [r.getMessage() for r in caplog.records] == [
             "bad message 0",
             "bad message 1",
@@ -623,8 +624,10 @@ def test_warnings_are_rate_limited(caplog):
         ]
         throttle.tick(105.0)  # still inside the window: nothing yet
         assert len(caplog.records) == 3
-        throttle.warning(110.5, "bad message %d", 10)
-    assert "7 more warnings" in caplog.records[3].getMessage()
+        throttle.log(110.5, "bad message", "bad message %d", 10)
+    assert caplog.records[3].getMessage() == (
+        "7 messages like 'bad message' were not logged in the last 10 s"
+    )
     assert caplog.records[4].getMessage() == "bad message 10"
 
 
