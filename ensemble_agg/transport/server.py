@@ -46,13 +46,14 @@ from ..protocol.routing import Router
 from ..util.ratelimit import RateLimiter
 from ..util.text import preview
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "AggServer"]
+__all__ = ["SERVER_MAX_FRAME_BYTES", "AggServer"]
 
 logger = logging.getLogger(__name__)
 
-#: Default cap on one frame's body: evolution ``SET`` frames carry every
-#: model's weights and reach tens of MB.
-DEFAULT_MAX_FRAME_BYTES = 64 << 20
+#: agg-server's default cap on one frame's body (``--max-frame-bytes``):
+#: evolution ``SET`` frames carry every model's weights and reach tens of MB,
+#: and the server must route them.
+SERVER_MAX_FRAME_BYTES = 64 << 20
 _RECV_SIZE = 1 << 18
 # Buffers per sendmsg: well under every platform's IOV_MAX.
 _IOV_BATCH = 64
@@ -153,7 +154,7 @@ class AggServer:
         header_length: int = 10,
         *,
         enable_logging: bool = True,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_frame_bytes: int = SERVER_MAX_FRAME_BYTES,
         max_queue_bytes: int | None = None,
         stats_interval: float = 0.0,
         overwrite_sent_by: bool = False,
