@@ -292,10 +292,12 @@ STOCK_SERVER = (
     "import sys; from swergio import Server; "
     "Server('127.0.0.1', int(sys.argv[1]), 'utf-8', 10).start()"
 )
-TUNED_SERVER = (
-    "import sys; from ensemble_agg.transport import TunedServer; "
-    "TunedServer('127.0.0.1', int(sys.argv[1]), enable_logging=False).start()"
-)
+
+
+def _agg_server(port: int) -> list[str]:
+    """The agg-server command, quiet but for problems."""
+    return [sys.executable, "-m", "ensemble_agg.server_cli", "--host", HOST,
+            "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -418,7 +420,7 @@ _IO_LINE = re.compile(
 def _measure_loop(agg_cmd: list[str], port: int, rounds: int, warmup: int) -> dict:
     ours = "ensemble_agg" in agg_cmd
     with tempfile.TemporaryFile("w+") as log:
-        with _process([sys.executable, "-c", TUNED_SERVER, str(port)], port):
+        with _process(_agg_server(port), port):
             with _process(agg_cmd, log=log if ours else None) as agg:
                 time.sleep(0.5 if ours else 1.0)
                 driver = RawDriver(port)
@@ -508,9 +510,11 @@ def _whole_loop(tuned: bool, rounds: int) -> float:
     from ensemble_agg.transport import tune_client
 
     port = _free_port()
-    server = TUNED_SERVER if tuned else STOCK_SERVER
+    server = (
+        _agg_server(port) if tuned else [sys.executable, "-c", STOCK_SERVER, str(port)]
+    )
     agg_cmd = _agg_client(port)
-    with _process([sys.executable, "-c", server, str(port)], port), _process(agg_cmd):
+    with _process(server, port), _process(agg_cmd):
         time.sleep(0.5)
         fix = tune_client if tuned else (lambda c: c)
         models = [fix(Client(f"m{i:02d}", HOST, port)) for i in range(20)]
@@ -553,7 +557,7 @@ def bench_whole_loop(cfg):
     stock = _whole_loop(False, cfg["stock_rounds"])
     tuned = _whole_loop(True, cfg["loop_rounds"] // 2)
     row(
-        "whole loop rounds/s: stock swergio vs tune_client + TunedServer",
+        "whole loop rounds/s: stock swergio vs tune_client + agg-server",
         "rounds/s",
         stock,
         tuned,

@@ -1,7 +1,7 @@
 """Soak agg-client with valid rounds, hostile frames and 24 MB evolution messages.
 
-A swergio server (ensemble-agg's TunedServer: the stock one needs minutes to
-route one 24 MB frame) and agg-client run in subprocesses on 127.0.0.1.  This
+A swergio server (agg-server: the stock one needs minutes to route one
+24 MB frame) and agg-client run in subprocesses on 127.0.0.1.  This
 process drives 20 models (pipelined rounds), an environment that reads every
 ACTION, an evolution component that sends a 24 MB ``SET`` and a ``GET``
 every few seconds, and a hostile peer that sends a bad frame between rounds.
@@ -36,11 +36,12 @@ from ensemble_agg.protocol.framing import encode_frame
 
 HOST = "127.0.0.1"
 N_MODELS = 20
-SERVER = (
-    "import sys, logging; from ensemble_agg.transport import TunedServer; "
-    "logging.basicConfig(level=logging.ERROR); "
-    "TunedServer('127.0.0.1', int(sys.argv[1]), enable_logging=False).start()"
-)
+
+
+def server_command(port: int) -> list[str]:
+    """agg-server on 127.0.0.1:``port``, logging errors only."""
+    return [sys.executable, "-m", "ensemble_agg.server_cli", "--host", HOST,
+            "--port", str(port), "--log-level", "ERROR"]  # fmt: skip
 
 
 def frame(message: dict) -> bytes:
@@ -159,7 +160,7 @@ def free_port() -> int:
 def run(seconds: float, evolution_every: float, big_mb: float) -> dict:
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="agg-soak-"))
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
+    server = subprocess.Popen(server_command(port))
     log = open(tmp / "agg.log", "w+")
     agg = None
     try:

@@ -20,7 +20,7 @@ def server():
 
 
 @pytest.fixture
-def tuned_server():
+def agg_server():
     # The stock server reads a header with one recv(10), which a burst can
     # split, and needs minutes to route a frame of tens of MB; floods, soaks
     # and large frames go through agg-server, which frames robustly and

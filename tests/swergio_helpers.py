@@ -71,6 +71,12 @@ class ServerProcess:
         self.log = None
 
     def start(self) -> ServerProcess:
+        self.launch()
+        wait_for(lambda: _connectable(self.port), 10, f"server on port {self.port}")
+        return self
+
+    def launch(self) -> None:
+        """Start the process; it may not be listening yet."""
         if self.agg:
             cmd = agg_server_command(self.port, *self.args)
         else:
@@ -79,8 +85,6 @@ class ServerProcess:
         # agg-server logs problems to stderr; keep them for a failing test.
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".server.log", delete=False)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: _connectable(self.port), 10, f"server on port {self.port}")
-        return self
 
     def read_log(self) -> str:
         assert self.log is not None

@@ -1,10 +1,11 @@
-"""The commands: option, environment, signal and logging helpers, and the two mains.
+"""The commands: the two mains and what they share.
 
-- ``settings``: agg-client's options as one dataclass (the parser, the
-  ``AGG_`` variables and the docs' reference are built from it).
+- ``common``: exit codes, options read from the environment, signal handlers
+  and logging set-up, used by both commands.
 - ``agg_client``: ``agg-client`` (``main``); ``python -m ensemble_agg`` runs it.
 - ``agg_server``: ``agg-server`` (``main``); also ``python -m ensemble_agg.server_cli``.
 
-Nothing below this package imports it, except ``settings`` that the
-component loop is configured with.
+Each command imports ``common``, never the other command.  agg-client's
+settings (``transport.settings``) are one layer down, since the component
+loop is configured with them.
 """

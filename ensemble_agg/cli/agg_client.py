@@ -15,15 +15,25 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from .. import __version__
-from ..transport.settings import Settings, options
-from ..util.text import preview
+from ..transport.settings import Settings
+from .common import (
+    CHOICES,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_STATE_FILE,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    add_env_options,
+    client_options,
+    on_stop_signals,
+    setup_logging,
+    this_host_address,
+)
 
 __all__ = [
     "EXIT_INTERNAL",
@@ -31,151 +41,11 @@ __all__ = [
     "EXIT_STATE_FILE",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
-    "STOP_SIGNALS",
-    "add_env_options",
     "build_parser",
     "main",
-    "on_stop_signals",
-    "this_host_address",
 ]
 
-EXIT_OK = 0
-EXIT_UNREACHABLE = 1
-EXIT_USAGE = 2
-EXIT_STATE_FILE = 3
-EXIT_INTERNAL = 4
-
 logger = logging.getLogger(__name__)
-
-
-def _typed(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    """Wrap ``convert`` so argparse reports ``name`` and the reason."""
-
-    def parse(text: str) -> Any:
-        try:
-            return convert(text)
-        except (ValueError, OverflowError) as exc:
-            reason = str(exc)
-            if "invalid literal" in reason or "could not convert" in reason:
-                reason = "not a number"
-            elif "Exceeds the limit" in reason or isinstance(exc, OverflowError):
-                reason = "too large a number"
-            raise argparse.ArgumentTypeError(f"{preview(text)}: {reason}") from None
-
-    parse.__name__ = name
-    return parse
-
-
-def client_options() -> list[tuple[str, Callable[[str], Any], Any, str, str]]:
-    """agg-client's options, ``(flag, converter, default, metavar, help)``, from Settings."""
-    return [
-        (
-            "--" + name.replace("_", "-"),
-            option.convert,
-            default,
-            option.metavar,
-            option.help,
-        )
-        for name, default, option in options()
-    ]
-
-
-#: The options whose values are one of a few.
-CHOICES = {
-    "--" + name.replace("_", "-"): option.choices
-    for name, _, option in options()
-    if option.choices is not None
-}
-
-
-def _boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected 1/0, true/false, yes/no or on/off")
-
-
-def add_env_options(
-    parser: argparse.ArgumentParser,
-    options: list[tuple[str, Callable[[str], Any], Any, str, str]],
-    prefix: str,
-    env: Mapping[str, str],
-    choices: Mapping[str, Sequence[str]] | None = None,
-) -> None:
-    """Add ``options`` to ``parser``, each defaulting to its ``prefix<NAME>`` variable.
-
-    ``--some-name`` reads ``<prefix>SOME_NAME``; an explicit flag wins.  An
-    option whose type is ``bool`` is a switch (``store_true``) whose variable
-    takes 1/0, true/false, yes/no or on/off.
-    """
-    for flag, kind, default, metavar, help_text in options:
-        var = prefix + flag[2:].upper().replace("-", "_")
-        convert = _typed(_boolean if kind is bool else kind, flag[2:])
-        value = default
-        if env.get(var, "") != "":
-            try:
-                value = convert(env[var])
-            except argparse.ArgumentTypeError as exc:
-                parser.error(f"environment variable {var}: {exc}")
-            allowed = (choices or {}).get(flag)
-            if allowed is not None and value not in allowed:
-                parser.error(
-                    f"environment variable {var}: {preview(value)} is not one of "
-                    f"{', '.join(allowed)}"
-                )
-        help_text += f" [env {var}]"
-        if kind is bool:
-            parser.add_argument(
-                flag, action="store_true", default=value, help=help_text
-            )
-            continue
-        parser.add_argument(
-            flag,
-            type=convert,
-            default=value,
-            metavar=metavar,
-            choices=(choices or {}).get(flag),
-            help=help_text,
-        )
-
-
-def this_host_address(prog: str, hint: str) -> str | None:
-    """This host's address (swergio's examples' default), or ``None`` after one
-    error line on standard error ending with ``hint``."""
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError as exc:
-        print(
-            f"{prog}: cannot resolve this host's address ({exc}); {hint}",
-            file=sys.stderr,
-        )
-        return None
-
-
-#: The signals that stop both commands cleanly.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def on_stop_signals(
-    stop: Callable[[], None], received: list[int] | None = None
-) -> None:
-    """Call ``stop`` on SIGINT, SIGTERM and SIGHUP; the handler does nothing else.
-
-    The signal's number is appended to ``received``, for a log line once the
-    program has stopped.  Only the main thread can install handlers;
-    elsewhere (a test calling ``main`` on a thread) this does nothing.
-    """
-
-    def handler(signum: int, frame: object) -> None:
-        if received is not None:
-            received.append(signum)
-        stop()
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, handler)
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -215,14 +85,6 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``agg-client`` with ``argv`` (default: ``sys.argv[1:]``).
 
@@ -235,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings(**args)
     except ValueError as exc:
         parser.error(str(exc))
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level)
     if demo:
         from ..demo.swarm import run_demo
 

@@ -3,7 +3,7 @@
 ``main(argv)`` parses the options (each also read from an
 ``AGG_SERVER_<NAME>`` environment variable), sets up logging, installs
 SIGINT/SIGTERM handlers that only ask the server to stop, and runs
-:class:`~ensemble_agg._server.AggServer` until then.
+:class:`~ensemble_agg.transport.server.AggServer` until then.
 Exit status: 0 after a clean stop or a signal, 2 for a usage error, 3 if it
 cannot listen on the address (in use, not this host's, not resolvable).
 """
@@ -11,21 +11,23 @@ cannot listen on the address (in use, not this host's, not resolvable).
 from __future__ import annotations
 
 import argparse
-import codecs
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from .. import __version__
-from ..transport.server import DEFAULT_MAX_FRAME_BYTES, AggServer
-from ..transport.settings import LOG_LEVELS, port, positive_int
-from .agg_client import (
-    _setup_logging,
+from ..transport.server import SERVER_MAX_FRAME_BYTES, AggServer
+from ..transport.settings import LOG_LEVELS, encoding, port, positive_int
+from .common import (
+    EXIT_CANNOT_BIND,
+    EXIT_OK,
+    EXIT_USAGE,
+    OptionSpec,
     add_env_options,
     client_options,
     on_stop_signals,
+    setup_logging,
     this_host_address,
 )
 
@@ -33,23 +35,9 @@ __all__ = ["EXIT_CANNOT_BIND", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-#: Not 1: Python exits 1 after an unexpected traceback, and this is no bug.
-EXIT_CANNOT_BIND = 3
-
-
-def _encoding(text: str) -> str:
-    try:
-        codecs.lookup(text)
-    except LookupError:
-        raise ValueError("unknown encoding") from None
-    return text
-
-
 # (flag, type, default, metavar, help); some are agg-client's settings.
 _SHARED = {option[0]: option for option in client_options()}
-OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, str]] = [
+OPTIONS: list[OptionSpec] = [
     (
         "--host",
         str,
@@ -60,7 +48,7 @@ OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, str]] = [
     ("--port", port, 8080, "PORT", "port to listen on (default: %(default)s)"),
     (
         "--format",
-        _encoding,
+        encoding,
         "utf-8",
         "ENC",
         "swergio message encoding (default: %(default)s)",
@@ -69,7 +57,7 @@ OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, str]] = [
     (
         "--max-frame-bytes",
         positive_int,
-        DEFAULT_MAX_FRAME_BYTES,
+        SERVER_MAX_FRAME_BYTES,
         "N",
         "frames with a longer body are skipped unread, the stream stays in step "
         "(default: %(default)s, 64 MiB)",
@@ -129,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns the exit status (see the module docstring).
     """
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     host = args.host
     if host is None:  # the original's default: this host's address
         host = this_host_address(

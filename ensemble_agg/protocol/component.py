@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 from ..core.aggregator import Aggregator
 from ..errors import IdRejection, UnknownModelError
+from ..util.ratelimit import RateLimiter
 from ..util.text import preview
 from .framing import Frame
 from .message_types import DATA_CUSTOM, MESSAGE_TYPES
@@ -62,7 +63,6 @@ __all__ = [
     "Counters",
     "Outbox",
     "Outgoing",
-    "WarningLimiter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -154,43 +154,6 @@ class Outbox:
         return taken
 
 
-class WarningLimiter:
-    """Let a burst of warnings through, then a few a second; count the rest.
-
-    A token bucket: a peer that floods bad messages costs a few log lines a
-    second, and :attr:`suppressed` (in the stats line) says how many were
-    left out.
-
-    Examples
-    --------
-    >>> limiter = WarningLimiter(burst=2, per_second=1.0)
-    >>> [limiter.allow(now=0.0) for _ in range(3)], limiter.suppressed
-    ([True, True, False], 1)
-    >>> limiter.allow(now=1.0)
-    True
-    """
-
-    def __init__(self, burst: int = 50, per_second: float = 5.0) -> None:
-        self.burst = burst
-        self.per_second = per_second
-        self.suppressed = 0
-        self._tokens = float(burst)
-        self._then: float | None = None
-
-    def allow(self, now: float) -> bool:
-        """True if a warning may be logged at ``now``."""
-        if self._then is not None:
-            self._tokens = min(
-                self.burst, self._tokens + (now - self._then) * self.per_second
-            )
-        self._then = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        self.suppressed += 1
-        return False
-
-
 @dataclass(frozen=True)
 class Rooms:
     """The component's name and rooms (the original's defaults)."""
@@ -246,7 +209,8 @@ class AggregatorProtocol:
         self.max_actions = max_actions
         self.step_timeout = step_timeout
         self.counters = Counters()
-        self.warnings = WarningLimiter()
+        # At most 50 lines of dropped messages per 10 s, however fast a peer floods.
+        self.warnings = RateLimiter(logger, burst=50, period=10.0)
         #: What the caller could not send yet (see :meth:`hold`).
         self.outbox = Outbox(outbox_limit)
         #: True when the tally changed since the caller last saved it.
@@ -288,6 +252,7 @@ class AggregatorProtocol:
 
     def tick(self, now: float) -> list[Outgoing]:
         """Close the open round if it has waited ``step_timeout``; see ``expire``."""
+        self.warnings.tick(now)
         if self.step_timeout is None:
             return []
         expiry = self.aggregator.expire(now, self.step_timeout)
@@ -431,8 +396,9 @@ class AggregatorProtocol:
 
     def _drop(self, reason: str, sender: str, now: float) -> None:
         self.counters.dropped += 1
-        if self.warnings.allow(now):
-            logger.warning("dropped a message from %s: %s", sender, reason)
+        self.warnings.log(
+            now, "dropped a message", "dropped a message from %s: %s", sender, reason
+        )
 
 
 def _ids(ids: tuple[Hashable, ...], limit: int = 10) -> str:

@@ -3,13 +3,14 @@
 - ``client``: a swergio client without Nagle stalls that reads robustly
   (``TunedClient``, ``tune_client``, ``ConnectionLost``): public.
 - ``component``: agg-client's socket loop around ``AggregatorProtocol``.
-- ``server``: agg-server's selectors loop around ``Router``.
+- ``server``: agg-server's selectors loop around ``Router`` (``AggServer``):
+  the one server, for stock and tuned clients alike.
 - ``state_file``: the contribution tally on disk.
 
 ``from ensemble_agg.transport import TunedClient, tune_client`` is the public
 path of the client; importing it imports swergio.
 """
 
-from .client import ConnectionLost, IOCounters, TunedClient, TunedServer, tune_client
+from .client import ConnectionLost, IOCounters, TunedClient, tune_client
 
-__all__ = ["ConnectionLost", "IOCounters", "TunedClient", "TunedServer", "tune_client"]
+__all__ = ["ConnectionLost", "IOCounters", "TunedClient", "tune_client"]

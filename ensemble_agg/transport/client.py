@@ -1,41 +1,44 @@
-"""swergio transport that does not stall: a tuned Client, a tuned Server, a helper.
+"""swergio's client side without stalls: a tuned Client and a helper.
 
 swergio's stock ``Client.send`` writes a frame's header and body with two
 ``send()`` calls on a socket without ``TCP_NODELAY``; the stock ``Server``
 does the same with two ``sendall()`` calls.  Nagle's algorithm then holds
 the body back until the header is acknowledged, and the peer's delayed ACK
-makes that about 40 ms per hop.  The classes here write each frame with one
-``sendall`` on ``TCP_NODELAY`` sockets.  The bytes on the wire are exactly
-swergio's, so tuned and stock components mix freely.
+makes that about 40 ms per hop.  The client here writes each frame with one
+``sendall`` on a ``TCP_NODELAY`` socket.  The bytes on the wire are exactly
+swergio's, so tuned and stock components mix freely.  The server side is
+agg-server (:class:`~ensemble_agg.transport.server.AggServer`), which
+removes the stall for stock clients too.
 
 - :class:`TunedClient`: a drop-in ``swergio.Client`` subclass that also reads
   robustly (a bad frame is logged and skipped instead of closing the
   connection; a peer that closes mid-frame ends the read instead of spinning),
   polls with a timeout, and reconnects.
 - :func:`tune_client`: the latency fix for a stock client you already have.
-- :class:`TunedServer`: a ``swergio.Server`` subclass with the same routing,
-  one write per frame, ``TCP_NODELAY``, logging instead of ``print``, and a
-  :meth:`~TunedServer.stop` method.
 
 Examples
 --------
->>> import time
->>> from ensemble_agg.transport import TunedClient, TunedServer
->>> server = TunedServer("127.0.0.1", 0)
+>>> from ensemble_agg.transport import TunedClient
+>>> from ensemble_agg.transport.server import AggServer
+>>> server = AggServer("127.0.0.1", 0)
 >>> _ = server.serve_in_thread()
 >>> host, port = server.address
 >>> a = TunedClient("a", host, port)
 >>> b = TunedClient("b", host, port)
 >>> b.join_room("chat")
->>> deadline = time.monotonic() + 5
->>> chat = []
->>> while not chat and time.monotonic() < deadline:
-...     # Joins take effect asynchronously (one server thread per client):
-...     # send again until b receives it.
-...     a.send({"ID": "1", "TYPE": "DATA/CUSTOM", "TO_ROOM": "chat", "TEXT": "hi"})
-...     frames = b.poll(0.2)  # also returns the REGISTER/JOINROOM traffic
-...     chat = [f.message for f in frames if f.message.get("TO_ROOM") == "chat"]
->>> chat[0]["TEXT"], chat[0]["SENT_BY"]
+>>> def first(client, wanted):  # at most 50 polls of 0.1 s
+...     for _ in range(50):
+...         for f in client.poll(0.1):
+...             if wanted(f.message):
+...                 return f.message
+>>> # agg-server handles a connection's frames in order: once b's message
+>>> # to itself is back, its join has taken effect.
+>>> b.send({"ID": "sync", "TYPE": "DATA/CUSTOM", "TO": "b"})
+>>> first(b, lambda m: m.get("ID") == "sync")["SENT_BY"]
+'b'
+>>> a.send({"ID": "1", "TYPE": "DATA/CUSTOM", "TO_ROOM": "chat", "TEXT": "hi"})
+>>> chat = first(b, lambda m: m.get("TO_ROOM") == "chat")  # after a's REGISTER...
+>>> chat["TEXT"], chat["SENT_BY"]
 ('hi', 'a')
 >>> a.close(); b.close(); server.stop()
 """
@@ -53,20 +56,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from swergio import Client, Server
+from swergio import Client
 
 from ..errors import ConnectionLost
 from ..protocol.framing import Frame, FrameDecoder, encode_frame
 from ..protocol.message_types import (
     COMMAND_DISCONNECT,
-    COMMAND_JOINROOM,
-    COMMAND_LEAVEROOM,
-    COMMAND_REGISTER,
-    LOG_MESSAGES,
-    LOGGED_TYPES,
 )
 
-__all__ = ["ConnectionLost", "IOCounters", "TunedClient", "TunedServer", "tune_client"]
+__all__ = ["ConnectionLost", "IOCounters", "TunedClient", "tune_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +131,9 @@ def tune_client(client: Client) -> Client:
     Examples
     --------
     >>> from swergio import Client
-    >>> from ensemble_agg.transport import TunedServer, tune_client
-    >>> server = TunedServer("127.0.0.1", 0)
+    >>> from ensemble_agg.transport import tune_client
+    >>> from ensemble_agg.transport.server import AggServer
+    >>> server = AggServer("127.0.0.1", 0)
     >>> _ = server.serve_in_thread()
     >>> client = tune_client(Client("env", *server.address))
     >>> client.send({"ID": "1", "TYPE": "DATA/CUSTOM", "TO_ROOM": "_command"})
@@ -342,177 +341,3 @@ class TunedClient(Client):
             pass
         finally:
             self.client.close()
-
-
-class TunedServer(Server):
-    """A ``swergio.Server`` with one write per frame and ``TCP_NODELAY``.
-
-    Routing is swergio's: rooms, ``TO`` direct messages, ``SENT_BY`` added
-    by the server, the ``_logging`` room.  What differs: each frame goes out
-    with one ``sendall``; accepted sockets use ``TCP_NODELAY``; messages are
-    logged (DEBUG) instead of printed; a frame that is not a JSON object is
-    dropped with a warning instead of being routed with the previous
-    message's header; a member whose socket fails is removed instead of the
-    sender being disconnected; and :meth:`stop` ends it.
-
-    Parameters
-    ----------
-    ip, port, format, header_length, enable_logging
-        As for ``swergio.Server``.  ``port=0`` picks a free port; see
-        :attr:`address`.
-    """
-
-    def __init__(
-        self,
-        ip: str,
-        port: int,
-        format: str = "utf-8",
-        header_length: int = 10,
-        enable_logging: bool = True,
-    ) -> None:
-        super().__init__(ip, port, format, header_length, enable_logging)
-        self._stop = threading.Event()
-        self.server.settimeout(0.2)
-        # Listen now, so clients may connect as soon as the constructor returns.
-        self.server.listen()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The ``(host, port)`` the server is bound to."""
-        host, port = self.server.getsockname()[:2]
-        return host, port
-
-    def start(self) -> None:
-        """Accept clients until :meth:`stop` is called."""
-        while not self._stop.is_set():
-            try:
-                client, addr = self.server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            client.settimeout(None)
-            _nodelay(client)
-            with self.clients_lock:
-                self.clients.add(client)
-                self.names[client] = ""
-            threading.Thread(
-                target=self.handle_client, args=(client, addr), daemon=True
-            ).start()
-
-    def serve_in_thread(self) -> threading.Thread:
-        """Run :meth:`start` in a daemon thread and return the thread."""
-        thread = threading.Thread(target=self.start, name="swergio-server", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        """Stop accepting and close every client connection."""
-        self._stop.set()
-        self.server.close()
-        with self.clients_lock:
-            clients = list(self.clients)
-        for client in clients:
-            try:
-                client.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_client(self, client: socket.socket, addr: Any) -> None:
-        """Read frames from one client and route them until it leaves."""
-        decoder = FrameDecoder(self.format, self.header_length, DEFAULT_MAX_BODY)
-        try:
-            while True:
-                try:
-                    data = client.recv(1 << 18)
-                except OSError:
-                    break
-                if not data:
-                    break
-                for frame in decoder.feed(data):
-                    if frame.message is None:
-                        logger.warning(
-                            "server: frame from %s dropped: %s", addr, frame.error
-                        )
-                        continue
-                    if not self._route(client, frame.message):
-                        return
-        finally:
-            client.close()
-            with self.clients_lock:
-                self.clients.discard(client)
-                for members in self.rooms.values():
-                    members.discard(client)
-                self.names.pop(client, None)
-            logger.debug("server: %s disconnected", addr)
-
-    def _route(self, client: socket.socket, msg: dict[str, Any]) -> bool:
-        """Handle one message; return False if the client disconnects."""
-        msg_type = msg.get("TYPE")
-        if msg_type == COMMAND_DISCONNECT:
-            return False
-        try:
-            if msg_type == COMMAND_REGISTER:
-                with self.clients_lock:
-                    self.names[client] = msg["NAME"]
-            elif msg_type == COMMAND_JOINROOM:
-                with self.clients_lock:
-                    self.rooms.setdefault(msg["ROOM"], set()).add(client)
-            elif msg_type == COMMAND_LEAVEROOM:
-                with self.clients_lock:
-                    members = self.rooms.get(msg["ROOM"], set())
-                    members.discard(client)
-                    if not members and msg["ROOM"] not in ("_command", "_logging"):
-                        self.rooms.pop(msg["ROOM"], None)
-            self.broadcast_message(client, b"", "", msg)
-        except (KeyError, TypeError) as exc:
-            logger.warning("server: message dropped (%s: %s)", type(exc).__name__, exc)
-        return True
-
-    def broadcast_message(
-        self,
-        client: socket.socket,
-        message_header: bytes,
-        message: str,
-        msg_content: dict[str, Any],
-    ) -> None:
-        """Send ``msg_content`` to its room and ``TO`` recipient, one write each."""
-        if "SENT_BY" not in msg_content:
-            msg_content["SENT_BY"] = self.names.get(client, "")
-        frame = encode_frame(msg_content, self.format, self.header_length)
-        with self.clients_lock:
-            targets = []
-            if "TO_ROOM" in msg_content:
-                targets += [
-                    c for c in self.rooms[msg_content["TO_ROOM"]] if c is not client
-                ]
-            if "TO" in msg_content:
-                targets += [
-                    c for c in self.clients if self.names.get(c) == msg_content["TO"]
-                ]
-            for other in targets:
-                try:
-                    other.sendall(frame)
-                except OSError:
-                    logger.warning(
-                        "server: dropping member %r (send failed)",
-                        self.names.get(other),
-                    )
-                    other.close()
-            if self.enable_logging and msg_content["TYPE"] in LOGGED_TYPES:
-                self.send_message_log(msg_content)
-
-    def send_message_log(self, msg_content: dict[str, Any]) -> None:
-        """Copy a message to the ``_logging`` room, as swergio does."""
-        log = {
-            "ID": uuid.uuid4().hex,
-            "TO_ROOM": "_logging",
-            "TYPE": LOG_MESSAGES,
-            "MESSAGE": msg_content,
-        }
-        frame = encode_frame(log, self.format, self.header_length)
-        for member in self.rooms["_logging"]:
-            try:
-                member.sendall(frame)
-            except OSError:
-                member.close()

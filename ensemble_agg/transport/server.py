@@ -26,7 +26,9 @@ Why it does not stall: every connection has its own bounded outbound queue,
 flushed when the socket can take more.  A client that stops reading fills
 only its own queue and is disconnected (and logged) when the queue passes
 ``max_queue_bytes``; everyone else keeps flowing.  A bad message is dropped
-with a rate-limited warning; the sender keeps its connection.
+with a warning, rate-limited per kind of problem
+(:class:`~ensemble_agg.util.ratelimit.RateLimiter`); the sender keeps its
+connection.
 """
 
 from __future__ import annotations
@@ -41,15 +43,17 @@ import time
 
 from ..protocol.framing import Frame, FrameDecoder
 from ..protocol.routing import Router
+from ..util.ratelimit import RateLimiter
 from ..util.text import preview
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "AggServer"]
+__all__ = ["SERVER_MAX_FRAME_BYTES", "AggServer"]
 
 logger = logging.getLogger(__name__)
 
-#: Default cap on one frame's body: evolution ``SET`` frames carry every
-#: model's weights and reach tens of MB.
-DEFAULT_MAX_FRAME_BYTES = 64 << 20
+#: agg-server's default cap on one frame's body (``--max-frame-bytes``):
+#: evolution ``SET`` frames carry every model's weights and reach tens of MB,
+#: and the server must route them.
+SERVER_MAX_FRAME_BYTES = 64 << 20
 _RECV_SIZE = 1 << 18
 # Buffers per sendmsg: well under every platform's IOV_MAX.
 _IOV_BATCH = 64
@@ -63,36 +67,6 @@ _EOR: int = getattr(socket, "MSG_EOR", 0)
 
 _LISTENER = "listener"
 _WAKER = "waker"
-
-
-class _Throttle:
-    """Log at most ``burst`` warnings per ``period`` seconds, then a summary."""
-
-    def __init__(self, burst: int = 20, period: float = 10.0) -> None:
-        self.burst = burst
-        self.period = period
-        self._window = -float("inf")
-        self._count = 0
-        self._suppressed = 0
-
-    def warning(self, now: float, msg: str, *args: object) -> None:
-        self.tick(now)
-        self._count += 1
-        if self._count <= self.burst:
-            logger.warning(msg, *args)
-        else:
-            self._suppressed += 1
-
-    def tick(self, now: float) -> None:
-        if now - self._window < self.period:
-            return
-        if self._suppressed:
-            logger.warning(
-                "%d more warnings like the above were not logged in the last %.0f s",
-                self._suppressed,
-                self.period,
-            )
-        self._window, self._count, self._suppressed = now, 0, 0
 
 
 class _Conn:
@@ -180,7 +154,7 @@ class AggServer:
         header_length: int = 10,
         *,
         enable_logging: bool = True,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_frame_bytes: int = SERVER_MAX_FRAME_BYTES,
         max_queue_bytes: int | None = None,
         stats_interval: float = 0.0,
         overwrite_sent_by: bool = False,
@@ -221,7 +195,8 @@ class AggServer:
         self._stopped = threading.Event()
         self._closed = False
         self._accept_paused_until: float | None = None
-        self._throttle = _Throttle()
+        #: Warnings per kind of problem, so a flood costs a few lines.
+        self.warnings = RateLimiter(logger, burst=20, period=10.0)
         self._now = time.monotonic()
         self.counters = dict.fromkeys(
             (
@@ -320,7 +295,7 @@ class AggServer:
             ):
                 self._accept_paused_until = None
                 self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
-            self._throttle.tick(self._now)
+            self.warnings.tick(self._now)
             if (
                 self.stats_interval > 0
                 and self._now - last_stats >= self.stats_interval
@@ -336,7 +311,8 @@ class AggServer:
 
         logger.info(
             "stats: clients=%d rooms=%d frames_in=%.1f/s frames_out=%.1f/s "
-            "bytes_in=%.0f/s bytes_out=%.0f/s dropped=%d slow_disconnected=%d",
+            "bytes_in=%.0f/s bytes_out=%.0f/s dropped=%d slow_disconnected=%d "
+            "warnings_suppressed=%d",
             len(self._conns),
             self._router.room_count,
             rate("frames_in"),
@@ -345,6 +321,7 @@ class AggServer:
             rate("bytes_out"),
             c["dropped"],
             c["slow_disconnected"],
+            self.warnings.suppressed,
         )
 
     # -- connections -------------------------------------------------------------------
@@ -360,8 +337,11 @@ class AggServer:
             except OSError as exc:
                 # Out of file descriptors, say: the listener stays readable, so
                 # stop watching it for a moment instead of spinning.
-                self._throttle.warning(
-                    self._now, "cannot accept a connection (%s); pausing 0.5 s", exc
+                self.warnings.log(
+                    self._now,
+                    "cannot accept",
+                    "cannot accept a connection (%s); pausing 0.5 s",
+                    exc,
                 )
                 self._selector.unregister(self._listener)
                 self._accept_paused_until = self._now + 0.5
@@ -392,10 +372,16 @@ class AggServer:
             return f"unregistered client at {conn.peer}"
         return f"{preview(name)} at {conn.peer}"
 
-    def _close(self, conn: _Conn, reason: str, level: int = logging.DEBUG) -> None:
+    def _close(
+        self, conn: _Conn, reason: str, level: int = logging.DEBUG, kind: str = ""
+    ) -> None:
+        """Close ``conn``; ``kind`` rate-limits the line (a peer can repeat it)."""
         if conn.closed:
             return
-        logger.log(level, "%s %s", self._who(conn), reason)
+        if kind:
+            self.warnings.log(self._now, kind, "%s %s", self._who(conn), reason)
+        else:
+            logger.log(level, "%s %s", self._who(conn), reason)
         conn.closed = True
         try:
             self._selector.unregister(conn.sock)
@@ -449,7 +435,7 @@ class AggServer:
                 self._close(
                     conn,
                     "closed the connection in the middle of a frame",
-                    logging.WARNING,
+                    kind="closed mid-frame",
                 )
             else:
                 self._close(conn, "disconnected")
@@ -465,6 +451,7 @@ class AggServer:
         if conn.decoder.skipped > skipped:  # too large to route: passed by unread
             self._drop(
                 conn,
+                "oversized frame",
                 f"a frame over the {conn.decoder.max_body}-byte limit "
                 f"(--max-frame-bytes); skipped unread",
             )
@@ -473,11 +460,11 @@ class AggServer:
         self.counters["frames_in"] += 1
         message = frame.message
         if message is None:
-            self._drop(conn, frame.error or "bad frame")
+            self._drop(conn, "bad frame", frame.error or "bad frame")
             return
         routing = self._router.route(conn.id, message)
         if routing.problem is not None:
-            self._drop(conn, routing.problem)
+            self._drop(conn, "bad message", routing.problem)
         conns = self._conns
         for targets, payload in routing.deliveries:
             for target in targets:
@@ -487,10 +474,14 @@ class AggServer:
         if routing.close:
             self._close(conn, "disconnected (DISCONNECT)")
 
-    def _drop(self, conn: _Conn, problem: str) -> None:
+    def _drop(self, conn: _Conn, kind: str, problem: str) -> None:
         self.counters["dropped"] += 1
-        self._throttle.warning(
-            self._now, "dropped a message from %s: %s", self._who(conn), problem[:300]
+        self.warnings.log(
+            self._now,
+            kind,
+            "dropped a message from %s: %s",
+            self._who(conn),
+            problem[:300],
         )
 
     # -- writing -----------------------------------------------------------------------
@@ -505,7 +496,7 @@ class AggServer:
                 conn,
                 f"dropped: {conn.out_bytes} bytes wait to be sent to it, over the "
                 f"{self.max_queue_bytes}-byte limit (it does not read)",
-                logging.WARNING,
+                kind="slow client",
             )
             return
         if not conn.writing:

@@ -18,13 +18,21 @@ from typing import Any
 
 from ..core.checks import RULES
 
-__all__ = ["LOG_LEVELS", "Option", "Settings", "options"]
+__all__ = [
+    "CLIENT_MAX_FRAME_BYTES",
+    "LOG_LEVELS",
+    "Option",
+    "Settings",
+    "encoding",
+    "options",
+]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
-#: Frames up to this size are read; larger ones pass by unread.  A LOGITS of
-#: 4096 numbers is about 100 KB, a GET a few dozen bytes.
-DEFAULT_MAX_FRAME_BYTES = 1 << 20
+#: agg-client's default cap on one frame's body (``--max-frame-bytes``):
+#: larger frames pass by unread (the aggregator never needs an evolution
+#: ``SET``).  A LOGITS of 4096 numbers is about 100 KB, a GET a few dozen bytes.
+CLIENT_MAX_FRAME_BYTES = 1 << 20
 #: The smallest --max-frame-bytes: a swergio message with a few logits.
 MIN_FRAME_BYTES = 4096
 #: Bytes a frame may need per action of --max-actions (a float's digits).
@@ -79,12 +87,15 @@ def _lines_or_commas(text: str) -> list[str]:
 
 
 def encoding(text: str) -> str:
-    """A text encoding in which swergio's ASCII headers are their own bytes."""
+    """A text encoding in which swergio's ASCII headers are their own bytes.
+
+    The one check of ``--format`` for both commands.
+    """
     try:
         codec = codecs.lookup(text)
         probe = "0123456789 {}".encode(codec.name)
     except (LookupError, UnicodeError):
-        raise ValueError("not a text encoding Python knows") from None
+        raise ValueError("unknown encoding: not a text encoding Python knows") from None
     if probe != b"0123456789 {}":
         raise ValueError(
             "swergio's headers need an ASCII-compatible encoding (utf-8, latin-1, ...)"
@@ -310,7 +321,7 @@ class Settings:
         """The largest frame read: ``max_frame_bytes``, or the default for ``max_actions``."""
         if self.max_frame_bytes is not None:
             return self.max_frame_bytes
-        return max(DEFAULT_MAX_FRAME_BYTES, BYTES_PER_ACTION * self.max_actions)
+        return max(CLIENT_MAX_FRAME_BYTES, BYTES_PER_ACTION * self.max_actions)
 
 
 def options() -> list[tuple[str, Any, Option]]:

@@ -280,8 +280,8 @@ def test_unreachable_server_exits_non_zero_after_connect_timeout(agg):
 
 
 @pytest.mark.slow
-def test_id_flood_and_oversized_logits_keep_memory_bounded(tuned_server, agg):
-    server = tuned_server
+def test_id_flood_and_oversized_logits_keep_memory_bounded(agg_server, agg):
+    server = agg_server
     # Frames of 7 MB are read (not passed by, as over the default 1 MiB), so
     # the 1e6-long LOGITS reach the --max-actions check.
     proc = agg(server.port, "--max-frame-bytes", str(16 << 20))
@@ -329,9 +329,9 @@ SOAK_WARMUP = 5_000
 
 
 @pytest.mark.slow
-def test_soak_rss_stays_flat(tuned_server, agg):
+def test_soak_rss_stays_flat(agg_server, agg):
     """50,000 rounds; the aggregator's RSS may not grow past its warm-up level."""
-    server = tuned_server
+    server = agg_server
     proc = agg(server.port)
     peer = RawPeer(server.port, "models")
     env = RawPeer(server.port, "environment", rooms=("action",))

@@ -105,11 +105,11 @@ def test_huge_integer_with_step_timeout_early_close(server, agg):
 
 
 # The stock server needs minutes to route a frame of tens of MB (it joins
-# the chunks it reads one by one): these tests route through TunedServer.
+# the chunks it reads one by one): these tests route through agg-server.
 
 
-def test_24_mb_evolution_set_passes_and_rounds_go_on(tuned_server, agg):
-    server = tuned_server
+def test_24_mb_evolution_set_passes_and_rounds_go_on(agg_server, agg):
+    server = agg_server
     proc = agg(server.port)
     peer = RawPeer(server.port, "models")
     env = RawPeer(server.port, "environment", rooms=("action",))
@@ -131,9 +131,9 @@ def test_24_mb_evolution_set_passes_and_rounds_go_on(tuned_server, agg):
     assert warnings == []
 
 
-def test_frames_up_to_the_limit_keep_the_stream_in_step(tuned_server, agg):
+def test_frames_up_to_the_limit_keep_the_stream_in_step(agg_server, agg):
     # 24 MB frames under a 32 MiB limit are read whole, then passed by.
-    server = tuned_server
+    server = agg_server
     proc = agg(server.port, "--max-frame-bytes", str(32 << 20))
     peer = RawPeer(server.port, "models")
     env = RawPeer(server.port, "environment", rooms=("action",))

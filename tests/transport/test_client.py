@@ -9,22 +9,19 @@ import time
 import pytest
 from swergio import Client
 
-from ensemble_agg.transport import (
-    ConnectionLost,
-    TunedClient,
-    TunedServer,
-    tune_client,
-)
+from ensemble_agg.transport import ConnectionLost, TunedClient, tune_client
+from ensemble_agg.transport.server import AggServer
 
 from ..swergio_helpers import ServerProcess, data, frame, raw_frame
 
 
 @pytest.fixture
-def tuned():
-    server = TunedServer("127.0.0.1", 0, enable_logging=False)
+def server_in_thread():
+    server = AggServer("127.0.0.1", 0, enable_logging=False)
     server.serve_in_thread()
     yield server
     server.stop()
+    assert server.wait_stopped(5)
 
 
 @pytest.fixture
@@ -71,10 +68,10 @@ def test_tuned_client_talks_to_stock_server_and_stock_client(stock):
     plain.close()
 
 
-def test_tuned_sockets_have_nodelay(tuned):
-    c = TunedClient("a", *tuned.address)
+def test_tuned_sockets_have_nodelay(server_in_thread):
+    c = TunedClient("a", *server_in_thread.address)
     assert c.client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    plain = tune_client(Client("b", *tuned.address))
+    plain = tune_client(Client("b", *server_in_thread.address))
     assert plain.client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     c.close()
     plain.close()
@@ -83,7 +80,7 @@ def test_tuned_sockets_have_nodelay(tuned):
 def _on_socketpair(client: TunedClient) -> socket.socket:
     """Re-point ``client`` at one end of a socket pair; return the other end.
 
-    The tuned server never forwards a bad frame, so the client's side of one
+    agg-server never forwards a bad frame, so the client's side of one
     is tested by writing the frames ourselves.
     """
     mine, theirs = socket.socketpair()
@@ -92,8 +89,8 @@ def _on_socketpair(client: TunedClient) -> socket.socket:
     return theirs
 
 
-def test_receive_skips_bad_frames_instead_of_closing(tuned):
-    c = TunedClient("reader", *tuned.address)
+def test_receive_skips_bad_frames_instead_of_closing(server_in_thread):
+    c = TunedClient("reader", *server_in_thread.address)
     peer = _on_socketpair(c)
     peer.sendall(
         raw_frame(b"{bad") + raw_frame(b"[1]") + frame({"TO_ROOM": "r", "OK": 1})
@@ -103,8 +100,8 @@ def test_receive_skips_bad_frames_instead_of_closing(tuned):
     assert c.receive() is False  # the connection ended: False, as in swergio
 
 
-def test_half_closed_mid_frame_ends_instead_of_spinning(tuned):
-    c = TunedClient("reader", *tuned.address)
+def test_half_closed_mid_frame_ends_instead_of_spinning(server_in_thread):
+    c = TunedClient("reader", *server_in_thread.address)
     peer = _on_socketpair(c)
     peer.sendall(b"100       {partial")
     peer.shutdown(socket.SHUT_WR)
@@ -116,21 +113,21 @@ def test_half_closed_mid_frame_ends_instead_of_spinning(tuned):
     peer.close()
 
 
-def test_reconnect_rejoins_rooms(tuned):
-    c = TunedClient("x", *tuned.address)
+def test_reconnect_rejoins_rooms(server_in_thread):
+    c = TunedClient("x", *server_in_thread.address)
     c.join_room("r1")
     c.join_room("r2")
     c.reconnect()
     assert c.rooms == {"_command", "r1", "r2"}
-    other = TunedClient("y", *tuned.address)
+    other = TunedClient("y", *server_in_thread.address)
     assert _deliver(other, c, "r2", Z=3)["Z"] == 3
     c.close()
     other.close()
 
 
-def test_tuned_server_routes_like_swergio(tuned):
-    a = TunedClient("a", *tuned.address)
-    b = TunedClient("b", *tuned.address)
+def test_tuned_clients_through_agg_server(server_in_thread):
+    a = TunedClient("a", *server_in_thread.address)
+    b = TunedClient("b", *server_in_thread.address)
     b.join_room("room")
     assert _deliver(a, b, "room", V=1)["SENT_BY"] == "a"
     a.send({"ID": "d", "TYPE": "DATA/CUSTOM", "TO": "b", "V": 2})

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -39,46 +39,94 @@ from ..swergio_helpers import (
 )
 
 # -- the differential routing test ---------------------------------------------------
+#
+# swergio's Server handles each client on its own thread and takes none of a
+# client's frames as given: a connection accepted but not yet registered
+# makes any ``TO`` lookup raise ``KeyError`` (``names[other]``), which drops
+# the *sender*; a connection that closes early races its own clean-up.  So
+# this test never lets the stock server see such a connection: no port probe
+# (the server is ready once a registered keeper's message comes back), every
+# client acts only after the server acknowledged its REGISTER and joins, and
+# no connection closes while anything may still be routed.  Deliveries are
+# read as raw bytes, so a slow CPU can delay them but not cut them.
+
+
+_RANDOM_ID = re.compile(rb'"ID": "[0-9a-f]{32}"')
+
+
+def _masked(raw: bytes) -> bytes:
+    """``raw`` with swergio's random hex IDs (commands, log copies) masked.
+
+    The mask has the same length, so the header still matches the body.
+    """
+    return _RANDOM_ID.sub(b'"ID": "' + b"*" * 32 + b'"', raw)
 
 
 class Recorder:
-    """A stock swergio Client whose messages a thread records as they arrive."""
+    """A stock swergio Client whose socket a thread reads, frame by frame, raw.
 
-    def __init__(self, port: int, name: str) -> None:
+    The stock client sends (REGISTER, JOINROOM, data, DISCONNECT); the
+    thread keeps every frame the server wrote to it, byte for byte.  Unlike
+    ``Client.receive`` with a timeout, a partial frame waits for the rest.
+    """
+
+    def __init__(self, port: int, key: str, name: str) -> None:
+        self.key = key
         self.name = name
         self.client = Client(name, HOST, port, "utf-8", 10)
-        self.client.client.settimeout(0.2)  # receive() returns False on a timeout
-        self.received: list[dict] = []
+        self.client.client.settimeout(0.2)  # so the thread sees _stop
+        self.received: list[bytes] = []
+        self._barriers = 0
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
+        buf = b""
         while not self._stop:
-            msg = self.client.receive()
-            if msg is not False:
+            try:
+                chunk = self.client.client.recv(1 << 16)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while len(buf) >= 10 and len(buf) >= 10 + int(buf[:10]):
+                end = 10 + int(buf[:10])
                 with self._cond:
-                    self.received.append(msg)
+                    self.received.append(buf[:end])
                     self._cond.notify_all()
+                buf = buf[end:]
 
     def send(self, message: dict) -> None:
         self.client.send(message)
 
-    def barrier(self) -> None:
+    def barrier(self) -> str:
         """Return once the server has handled everything this client sent.
 
         A direct message to oneself comes back only after the server handled
         this client's earlier messages (both servers handle a client's frames
         in order), and after every frame written to this client before it.
+        Its ID is deterministic, so it compares equal across the two runs;
+        it is returned, as every client of the same name receives it too.
         """
-        token = uuid.uuid4().hex
+        self._barriers += 1
+        token = f"barrier-{self.key}-{self._barriers}"
         self.send({"ID": token, "TYPE": "DATA/CUSTOM", "TO": self.name, "BARRIER": 1})
+        self.wait_for_id(token)
+        return token
+
+    def wait_for_id(self, token: str) -> None:
+        """Return once a frame with ``ID`` ``token`` has arrived."""
+        needle = f'"ID": "{token}"'.encode()
         with self._cond:
             ok = self._cond.wait_for(
-                lambda: any(m.get("ID") == token for m in self.received), timeout=10
+                lambda: any(needle in m for m in self.received), timeout=30
             )
-        assert ok, f"{self.name}: barrier not returned"
+        assert ok, f"{self.key}: {token} not received"
 
     def close(self) -> None:
         self._stop = True
@@ -86,26 +134,25 @@ class Recorder:
         self.client.close()
 
 
-def _normalised(messages: list[dict]) -> collections.Counter:
-    """Messages as a multiset; swergio's random command and log IDs masked."""
-    out: collections.Counter = collections.Counter()
-    for m in messages:
-        m = dict(m)
-        if str(m.get("TYPE", "")).startswith(("COMMAND/", "LOG/")) or "BARRIER" in m:
-            m["ID"] = "*"
-        out[json.dumps(m, sort_keys=True)] += 1
-    return out
-
-
 def _script(port: int) -> dict[str, collections.Counter]:
     """Scripted traffic of stock clients; return what each client received."""
     clients: dict[str, Recorder] = {}
 
+    # A barrier to a shared name ("dup") reaches its namesakes too, and only
+    # its sender waits for it: the others wait for their copies at the end.
+    copies: dict[str, list[str]] = collections.defaultdict(list)
+
+    def sync(x: Recorder) -> None:
+        namesakes = [y for y in clients.values() if y is not x and y.name == x.name]
+        token = x.barrier()
+        for y in namesakes:
+            copies[y.key].append(token)
+
     def add(key: str, name: str, *rooms: str) -> Recorder:
-        c = clients[key] = Recorder(port, name)
+        c = clients[key] = Recorder(port, key, name)
         for room in rooms:
             c.client.join_room(room)
-        c.barrier()  # its REGISTER and joins are done before anyone else acts
+        sync(c)  # its REGISTER and joins are done before anyone else acts
         return c
 
     def msg(n: int, **fields) -> dict:
@@ -131,34 +178,80 @@ def _script(port: int) -> dict[str, collections.Counter]:
         a.send(msg(11, TEXT="no address"))
         b.send(msg(12, TO_ROOM="_command", TEXT="to everyone"))
         for x in clients.values():
-            x.barrier()
+            sync(x)
         d.send({"ID": "m13", "TYPE": "COMMAND/LEAVEROOM", "ROOM": "r1",
                 "TO_ROOM": "_command"})  # fmt: skip
-        d.barrier()
+        sync(d)
         a.send(msg(14, TO_ROOM="r1", TEXT="after d left"))
         b.send({"ID": "m15", "TYPE": "COMMAND/REGISTER", "NAME": "bee",
                 "TO_ROOM": "_command"})  # fmt: skip
         b.name = "bee"
-        b.barrier()
+        sync(b)
         a.send(msg(16, TO="bee", TEXT="renamed"))
         a.send(msg(17, TO="b", TEXT="old name"))
+        for x in clients.values():  # everyone's messages have been routed
+            sync(x)
+        for x in clients.values():  # and everything written to x arrived
+            sync(x)
         for x in clients.values():
-            x.barrier()
-        for x in clients.values():  # everything written to x arrived before this
-            x.barrier()
+            for token in copies[x.key]:
+                x.wait_for_id(token)
+        return {
+            key: collections.Counter(map(_masked, x.received))
+            for key, x in clients.items()
+        }
     finally:
+        # Nothing is routed any more: each DISCONNECT is handled alone.
         for x in clients.values():
             x.close()
-    return {key: _normalised(x.received) for key, x in clients.items()}
+
+
+class _QuietServer(ServerProcess):
+    """A server process that never sees a connection before it is registered.
+
+    ``ServerProcess.start`` waits for the port with a connection it closes at
+    once; the stock server may still hold that unregistered connection when
+    the first ``TO`` message is routed, and then drops the sender.  Here the
+    port is tried until a connection is accepted (refused ones never reach
+    the server), and that connection registers, and stays open until the
+    server is killed.  The server is ready when a message to itself comes
+    back.
+    """
+
+    def start(self) -> _QuietServer:
+        self.launch()
+        self.keeper = wait_for(self._connect, 20, f"server on port {self.port}")
+        name = f"keeper-{uuid.uuid4().hex[:8]}"
+        # No TO_ROOM and in no room: nothing is routed to or from it but this.
+        self.keeper.sendall(
+            frame({"ID": "k1", "TYPE": "COMMAND/REGISTER", "NAME": name})
+            + frame({"ID": "k2", "TYPE": "DATA/CUSTOM", "TO": name})
+        )
+        got = b""
+        while b'"k2"' not in got:
+            chunk = self.keeper.recv(4096)
+            assert chunk, "the server closed the keeper's connection"
+            got += chunk
+        return self
+
+    def _connect(self) -> socket.socket | None:
+        try:
+            return socket.create_connection((HOST, self.port), timeout=30)
+        except OSError:
+            return None
+
+    def kill(self) -> None:
+        super().kill()
+        self.keeper.close()
 
 
 def test_same_traffic_same_deliveries_as_stock_swergio_server():
-    stock = ServerProcess().start()
+    stock = _QuietServer().start()
     try:
         expected = _script(stock.port)
     finally:
         stock.kill()
-    ours_proc = ServerProcess(agg=True).start()
+    ours_proc = _QuietServer(agg=True).start()
     try:
         got = _script(ours_proc.port)
     finally:
@@ -166,7 +259,7 @@ def test_same_traffic_same_deliveries_as_stock_swergio_server():
     # not vacuous: the script exercised every rule on the stock server
 
     def n(key: str, text: str) -> int:
-        return sum(k for m, k in expected[key].items() if text in m)
+        return sum(k for m, k in expected[key].items() if text.encode() in m)
 
     assert n("b", '"m1"') == 1 and n("a", '"m1"') == 0
     assert n("b", '"m7"') == 2
@@ -174,6 +267,7 @@ def test_same_traffic_same_deliveries_as_stock_swergio_server():
     assert n("a", '"mallory"') == 1
     assert n("d", '"m14"') == 0 and n("b", '"m16"') == 1 and n("b", '"m17"') == 0
     assert n("dup1", '"m9"') == 1 and n("dup2", '"m9"') == 1
+    assert n("a", '"COMMAND/REGISTER"') == 6  # every later client's, and b's rename
     for key in expected:
         assert got[key] == expected[key], key
 
@@ -516,12 +610,13 @@ def test_bytes_out_of_step_are_dropped_and_the_connection_reads_on(agg):
 
 
 def test_warnings_are_rate_limited(caplog):
-    from ensemble_agg.transport.server import _Throttle
+    import ensemble_agg.transport.server as server_module
+    from ensemble_agg.util.ratelimit import RateLimiter
 
-    throttle = _Throttle(burst=3, period=10.0)
+    throttle = RateLimiter(server_module.logger, burst=3, period=10.0)
     with caplog.at_level("WARNING", logger="ensemble_agg.transport.server"):
         for i in range(10):
-            throttle.warning(100.0 + i * 0.1, "bad message %d", i)
+            throttle.log(100.0 + i * 0.1, "bad message", "bad message %d", i)
         assert [r.getMessage() for r in caplog.records] == [
             "bad message 0",
             "bad message 1",
@@ -529,8 +624,10 @@ def test_warnings_are_rate_limited(caplog):
         ]
         throttle.tick(105.0)  # still inside the window: nothing yet
         assert len(caplog.records) == 3
-        throttle.warning(110.5, "bad message %d", 10)
-    assert "7 more warnings" in caplog.records[3].getMessage()
+        throttle.log(110.5, "bad message", "bad message %d", 10)
+    assert caplog.records[3].getMessage() == (
+        "7 messages like 'bad message' were not logged in the last 10 s"
+    )
     assert caplog.records[4].getMessage() == "bad message 10"
 
 
