@@ -19,7 +19,7 @@ room.  In the logits room a message with ``LOGITS`` or ``COMPONENT_ID`` is
 a submission: ``messages`` checks its shape,
 :meth:`ensemble_agg.Aggregator.submit` converts and checks its values and
 keeps the round.  In the evolution room ``CMD: GET`` pops the tally.  A
-peer's mistake is :class:`~ensemble_agg.protocol.messages.BadMessage` or the
+peer's mistake is :class:`~ensemble_agg.BadMessage` or the
 aggregator's ``ValueError``/``TypeError``, converted here, in one place, into
 one rate-limited WARNING; anything else is a bug and goes to the caller's
 exception boundary.

@@ -291,7 +291,10 @@ class TunedClient(Client):
                 io.recvs += 1
                 try:
                     data = sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
+                except (BlockingIOError, InterruptedError, TimeoutError):
+                    # Nothing more queued.  (On a socket with a timeout CPython
+                    # waits for readiness first, so "nothing" can also arrive
+                    # as a TimeoutError once that wait ends: not a lost link.)
                     break
                 except OSError as exc:
                     raise ConnectionLost(f"receive failed: {exc}", frames) from exc
