@@ -9,6 +9,8 @@ import time
 import pytest
 from swergio import Client
 
+import ensemble_agg.transport.client as client_module
+from ensemble_agg.protocol.framing import encode_frame
 from ensemble_agg.transport import ConnectionLost, TunedClient, tune_client
 from ensemble_agg.transport.server import AggServer
 
@@ -144,3 +146,26 @@ def test_tuned_clients_through_agg_server(server_in_thread):
     assert _next_in(b, "room")["V"] == 4
     a.close()
     b.close()
+
+
+def test_a_full_read_then_a_quiet_socket_is_not_a_lost_link(monkeypatch):
+    # poll() reads on while a read fills its whole buffer; when the rest of a
+    # large frame is slow to come, that extra read finds nothing, which must
+    # not count as a broken connection (it did: TimeoutError from CPython).
+    # A small read size makes "a read that fills its buffer" certain.
+    monkeypatch.setattr(client_module, "_RECV_SIZE", 4096)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = TunedClient("c", *listener.getsockname()[:2])
+        peer, _ = listener.accept()
+        with peer:
+            wire = encode_frame(data("r", PAD="x" * (1 << 19)), "utf-8", 10)
+            peer.sendall(wire[:8192])  # two full reads of the client's
+            time.sleep(0.3)  # let it all arrive before the client reads
+            assert client.poll(0.1) == []
+            peer.sendall(wire[8192:])
+            deadline = time.monotonic() + 10
+            frames = []
+            while not frames and time.monotonic() < deadline:
+                frames = client.poll(0.2)
+            assert [f.message["PAD"][:3] for f in frames] == ["xxx"]
+            client.client.close()
