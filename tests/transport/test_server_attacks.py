@@ -125,3 +125,25 @@ def test_a_frame_that_stops_arriving_is_closed_at_its_deadline():
         except TimeoutError:
             pass
         assert socket is not None
+
+
+def test_log_lines_are_limited_per_kind_with_one_summary_each(caplog):
+    from ensemble_agg.transport.server import _Throttle
+
+    throttle = _Throttle(burst=2, period=10.0)
+    with caplog.at_level("INFO", logger="ensemble_agg.transport.server"):
+        for i in range(5):
+            throttle.warning(100.0, "closed %d", i, kind="closed", level=20)
+            throttle.warning(100.0, "dropped %d", i, kind="dropped")
+        # one kind's flood hides none of another's
+        assert [r.getMessage() for r in caplog.records] == [
+            "closed 0", "dropped 0", "closed 1", "dropped 1"]  # fmt: skip
+        assert caplog.records[0].levelname == "INFO"
+        throttle.tick(111.0)
+    summaries = [r.getMessage() for r in caplog.records[4:]]
+    assert summaries == [
+        "3 more connections closed mid-frame, reset or failed were not logged "
+        "in the last 10 s",
+        "3 more dropped messages were not logged in the last 10 s",
+    ]
+    assert throttle.suppressed == 6
