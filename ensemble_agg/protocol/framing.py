@@ -366,13 +366,15 @@ class Outline(NamedTuple):
     ``fields`` holds the body's top-level :data:`ROUTING_FIELDS` (the last
     one of each name, as ``json.loads`` keeps), ``text`` the body as text and
     ``end`` where its object closes; ``sent_by`` lists the ``(start, stop)``
-    of every top-level ``SENT_BY`` value in ``text``.
+    of every top-level ``SENT_BY`` value in ``text``.  ``body`` is the body's
+    bytes: where it has one byte per character, the same positions hold.
     """
 
     fields: dict[str, Any]
     text: str
     end: int
     sent_by: tuple[tuple[int, int], ...]
+    body: bytes = b""
 
 
 def outline_body(body: bytes, encoding: str) -> Generator[None, None, Outline]:
@@ -399,11 +401,12 @@ def outline_body(body: bytes, encoding: str) -> Generator[None, None, Outline]:
     except UnicodeDecodeError as exc:
         raise ValueError(f"the frame is not valid JSON ({exc})") from None
     try:
-        return (yield from _outline(text))
+        outline = yield from _outline(text)
     except IndexError:
         raise ValueError("the frame is not valid JSON (it ends early)") from None
     except RecursionError:
         raise ValueError("the frame is nested too deeply to decode") from None
+    return outline._replace(body=body)
 
 
 def _expect(text: str, i: int, char: str, what: str) -> int:

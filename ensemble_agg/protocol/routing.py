@@ -372,15 +372,15 @@ class Router:
                     log = self._log_message(message)
                     deliveries.append((logging_members, self._encode(log)))
             else:
-                text = _stamped(outline, message["SENT_BY"] if stamp else None)
+                body = self._stamped(outline, message["SENT_BY"] if stamp else None)
                 if targets:
-                    deliveries.append((targets, self._encode_text(text)))
+                    deliveries.append((targets, self._frame(body)))
                 if logging_members:
-                    # json.dumps of the log message, with the body's text inside
+                    # json.dumps of the log message, with the body inside
                     head = json.dumps(self._log_message(0))
                     assert head.endswith("0}")
-                    log_text = f"{head[:-2]}{text}}}"
-                    deliveries.append((logging_members, self._encode_text(log_text)))
+                    log_body = [head[:-2].encode(self.encoding), *body, b"}"]
+                    deliveries.append((logging_members, self._frame(log_body)))
         except (ValueError, RecursionError) as exc:
             return _dropped(f"cannot be encoded again: {preview(str(exc), 120)}")
         return Routing(deliveries)
@@ -396,33 +396,46 @@ class Router:
     def _encode(self, message: dict[str, Any]) -> bytes:
         return encode_frame(message, self.encoding, self.header_length)
 
-    def _encode_text(self, text: str) -> bytes:
-        body = text.encode(self.encoding)
-        header = f"{len(body):<{self.header_length}}".encode(self.encoding)
+    def _frame(self, pieces: list[bytes | memoryview]) -> bytes:
+        """One frame of the body ``pieces`` (joined with a single copy)."""
+        size = sum(len(p) for p in pieces)
+        header = f"{size:<{self.header_length}}".encode(self.encoding)
         if len(header) != self.header_length:
             raise ValueError(
-                f"a body of {len(body)} bytes does not fit a "
-                f"{self.header_length}-byte header"
+                f"a body of {size} bytes does not fit a {self.header_length}-byte "
+                f"header"
             )
-        return header + body
+        return b"".join([header, *pieces])
 
+    def _stamped(self, outline: Outline, sent_by: Any) -> list[bytes | memoryview]:
+        """The body with ``SENT_BY`` set to ``sent_by`` (None: as it is).
 
-def _stamped(outline: Outline, sent_by: Any) -> str:
-    """The body's text with ``SENT_BY`` set to ``sent_by`` (None: as it is).
-
-    As ``json.dumps`` writes a dict whose ``SENT_BY`` was set: in place if
-    the body has one, else last.
-    """
-    text, end = outline.text, outline.end
-    if sent_by is None:
-        return text[:end]
-    value = json.dumps(sent_by)
-    if not outline.sent_by:
-        return f'{text[: end - 1]}, "SENT_BY": {value}}}'
-    pieces: list[str] = []
-    at = 0
-    for start, stop in outline.sent_by:
-        pieces += (text[at:start], value)
-        at = stop
-    pieces.append(text[at:end])
-    return "".join(pieces)
+        As ``json.dumps`` writes a dict whose ``SENT_BY`` was set: in place
+        if the body has one, else last.  Pieces of the body's own bytes where
+        they are one per character (ASCII, what ``json.dumps`` writes), so a
+        large body is copied once, into the frame.
+        """
+        text, end, spans = outline.text, outline.end, outline.sent_by
+        raw: bytes | memoryview = memoryview(outline.body)
+        if len(raw) != len(text):  # characters of several bytes: cut the text
+            raw = text.encode(self.encoding)
+            end = len(text[:end].encode(self.encoding))
+            spans = tuple(
+                (
+                    len(text[:a].encode(self.encoding)),
+                    len(text[:b].encode(self.encoding)),
+                )
+                for a, b in spans
+            )
+        if sent_by is None:
+            return [raw[:end]]
+        value = json.dumps(sent_by).encode(self.encoding)
+        if not spans:
+            return [raw[: end - 1], b', "SENT_BY": ' + value + b"}"]
+        pieces: list[bytes | memoryview] = []
+        at = 0
+        for start, stop in spans:
+            pieces += (raw[at:start], value)
+            at = stop
+        pieces.append(raw[at:end])
+        return pieces

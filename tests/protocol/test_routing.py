@@ -405,3 +405,26 @@ def test_outline_of_a_large_list_is_checked_in_small_steps():
     with pytest.raises(ValueError, match="not valid JSON"):
         for _ in outline_body(broken.encode(), "utf-8"):
             pass
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1"])
+def test_outline_routing_of_a_body_with_multibyte_characters(encoding):
+    from ensemble_agg.protocol.framing import outline_at_once
+
+    routers = [Router(encoding, 10, new_id=lambda: "log") for _ in range(2)]
+    for r in routers:
+        _join(r, 1, "é", "room", "_logging")
+        _join(r, 2, "b", "room", "_logging")
+    message = {"TYPE": "DATA/FORWARD", "TO_ROOM": "room", "SENT_BY": "ü", "X": "ÿé"}
+    body = json.dumps(message, ensure_ascii=False).encode(encoding)
+    routers[1].overwrite_sent_by = routers[0].overwrite_sent_by = True
+    expected = routers[0].route(1, json.loads(body.decode(encoding)))
+    got = routers[1].route_outline(1, outline_at_once(body, encoding))
+    for (targets, a), (targets2, b) in zip(
+        expected.deliveries, got.deliveries, strict=True
+    ):
+        assert targets == targets2
+        assert int(a[:10]) == len(a) - 10 and int(b[:10]) == len(b) - 10
+        assert json.loads(a[10:].decode(encoding)) == json.loads(
+            b[10:].decode(encoding)
+        )
