@@ -19,6 +19,7 @@ from ..util.text import preview
 
 __all__ = [
     "LAZY_ABOVE",
+    "LONG_VALUE",
     "ROUTING_FIELDS",
     "Frame",
     "FrameDecoder",
