@@ -17,8 +17,22 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..transport.server import SERVER_MAX_FRAME_BYTES, AggServer
-from ..transport.settings import LOG_LEVELS, encoding, port, positive_int
+from ..protocol.routing import MAX_NAME, MAX_ROOM_NAME, MAX_ROOMS_PER_CONN
+from ..transport.server import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_REGISTER_TIMEOUT,
+    SERVER_MAX_FRAME_BYTES,
+    AggServer,
+)
+from ..transport.settings import (
+    LOG_LEVELS,
+    encoding,
+    nonnegative_float,
+    port,
+    positive_int,
+)
 from .common import (
     EXIT_CANNOT_BIND,
     EXIT_OK,
@@ -69,6 +83,71 @@ OPTIONS: list[OptionSpec] = [
         "N",
         "a client with more unsent bytes than this is disconnected: it stopped "
         "reading (default: twice --max-frame-bytes)",
+    ),
+    (
+        "--max-buffered-bytes",
+        positive_int,
+        DEFAULT_MAX_BUFFERED_BYTES,
+        "N",
+        "budget for bytes of unfinished frames, all clients together; past it the "
+        "client holding most is disconnected (default: %(default)s, 128 MiB)",
+    ),
+    (
+        "--max-queued-bytes",
+        positive_int,
+        DEFAULT_MAX_QUEUED_BYTES,
+        "N",
+        "budget for bytes waiting to be sent, all clients together (a frame sent "
+        "to many counts once); past it the client with most waiting is "
+        "disconnected (default: %(default)s, 256 MiB)",
+    ),
+    (
+        "--max-clients",
+        positive_int,
+        None,
+        "N",
+        "most connections at once; at the cap a newcomer closes the oldest "
+        "unregistered one, or is turned away (default: the open-files limit, "
+        "RLIMIT_NOFILE, less 64)",
+    ),
+    (
+        "--register-timeout",
+        nonnegative_float,
+        DEFAULT_REGISTER_TIMEOUT,
+        "SECONDS",
+        "a connection that has not registered by then is closed; 0: never "
+        "(default: %(default)s)",
+    ),
+    (
+        "--frame-timeout",
+        nonnegative_float,
+        DEFAULT_FRAME_TIMEOUT,
+        "SECONDS",
+        "a connection whose frame takes longer to arrive once it started is "
+        "closed; 0: never (default: %(default)s)",
+    ),
+    (
+        "--max-name-chars",
+        positive_int,
+        MAX_NAME,
+        "N",
+        "a REGISTER with a longer NAME is dropped (default: %(default)s)",
+    ),
+    (
+        "--max-room-chars",
+        positive_int,
+        MAX_ROOM_NAME,
+        "N",
+        "a JOINROOM creating a room with a longer name is dropped "
+        "(default: %(default)s)",
+    ),
+    (
+        "--max-rooms-per-client",
+        positive_int,
+        MAX_ROOMS_PER_CONN,
+        "N",
+        "a JOINROOM past this many rooms of one connection is dropped "
+        "(default: %(default)s)",
     ),
     (
         "--overwrite-sent-by",
@@ -135,6 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_queue_bytes=args.max_queue_bytes,
             stats_interval=args.stats_interval,
             overwrite_sent_by=args.overwrite_sent_by,
+            max_buffered_bytes=args.max_buffered_bytes,
+            max_queued_bytes=args.max_queued_bytes,
+            max_clients=args.max_clients,
+            register_timeout=args.register_timeout,
+            frame_timeout=args.frame_timeout,
+            max_name_chars=args.max_name_chars,
+            max_room_chars=args.max_room_chars,
+            max_rooms_per_client=args.max_rooms_per_client,
         )
     except OSError as exc:
         reason = exc.strerror or str(exc)

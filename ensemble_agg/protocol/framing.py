@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 from ..util.text import preview
 
-__all__ = ["LAZY_ABOVE", "Frame", "FrameDecoder", "encode_frame"]
+__all__ = [
+    "LAZY_ABOVE",
+    "LONG_VALUE",
+    "ROUTING_FIELDS",
+    "Frame",
+    "FrameDecoder",
+    "Outline",
+    "encode_frame",
+    "outline_at_once",
+    "outline_body",
+]
 
 
 def encode_frame(message: dict[str, Any], encoding: str, header_length: int) -> bytes:
@@ -50,6 +60,9 @@ class Frame(NamedTuple):
 
     message: dict[str, Any] | None
     error: str | None = None
+    #: A body over the decoder's ``raw_above``, left undecoded (``message``
+    #: and ``error`` are then ``None``): see :func:`outline_body`.
+    body: bytes | None = None
 
 
 #: Bodies longer than this are checked before they are parsed: skipped if
@@ -80,6 +93,10 @@ class FrameDecoder:
     wanted : callable, optional
         ``wanted(body) -> bool`` for bodies over 64 KiB: ``False`` skips the
         body unparsed (counted in :attr:`skipped`).  Default: parse all.
+    raw_above : int, optional
+        Bodies longer than this (that pass the checks above) come back
+        undecoded, as ``Frame(None, None, body)``, for the caller to read
+        with :func:`outline_body`.  Default: decode all.
 
     Notes
     -----
@@ -109,8 +126,10 @@ class FrameDecoder:
         max_body: int,
         *,
         wanted: Callable[[bytes], bool] | None = None,
+        raw_above: int | None = None,
     ) -> None:
         self.encoding = encoding
+        self.raw_above = raw_above
         self.header_length = header_length
         self.max_body = max_body
         self.wanted = wanted
@@ -259,6 +278,8 @@ class FrameDecoder:
             inside = self._frame_start.search(buf, start + 1, min(have, limit))
             if inside is not None and inside.start() < end:
                 return self._out_of_step(buf, start, frames)
+        elif self._broken_object(buf, start, end):
+            return self._out_of_step(buf, start, frames)
         if end > have:
             return None
         self._lost = False
@@ -266,6 +287,27 @@ class FrameDecoder:
         if frame is not None:
             frames.append(frame)
         return end
+
+    def _broken_object(self, buf: bytearray, start: int, end: int) -> bool:
+        """True if a frame starts inside the first bytes of this ``{`` body and
+        those bytes cannot begin a JSON object: the header was out of step.
+
+        (A real body holds a frame-like run of bytes only inside a string, and
+        then its first bytes still read as JSON.  Only the first
+        :data:`VET_BYTES` are looked at, so a large frame costs no more.)
+        """
+        h = self.header_length
+        body_start = start + h
+        window_end = min(len(buf), end, body_start + VET_BYTES)
+        inside = self._frame_start.search(buf, body_start + 1, window_end)
+        if inside is None:
+            return False
+        try:
+            text = bytes(buf[body_start:window_end]).decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            # a character cut by the window's end proves nothing
+            return exc.start < len(buf[body_start:window_end]) - 4
+        return not _could_begin_json(text)
 
     def _out_of_step(self, buf: bytearray, start: int, frames: list[Frame]) -> int:
         """The header at ``start`` is no frame's: say so once, then look further on."""
@@ -313,6 +355,8 @@ class FrameDecoder:
                     f"lists; refused unparsed (more than one per "
                     f"{BYTES_PER_CONTAINER} bytes)",
                 )
+            if self.raw_above is not None and len(body) > self.raw_above:
+                return Frame(None, None, body)
         try:
             text = body.decode(self.encoding)
         except UnicodeDecodeError as exc:
@@ -338,6 +382,261 @@ class FrameDecoder:
 
 
 _raw_decode = json.JSONDecoder().raw_decode
+
+#: Bytes at the start of a ``{`` body checked for a frame start inside them.
+VET_BYTES = 256
+_NUMBER_TAIL = re.compile(r"-?[0-9]*\.?[0-9]*(?:[eE][-+]?[0-9]*)?")
+_LITERALS = ("true", "false", "null", "NaN", "Infinity", "-Infinity")
+
+
+def _could_begin_json(text: str) -> bool:
+    """True if ``text`` is, or may be the start of, one JSON value.
+
+    ``json`` reports where it failed; a failure that only the missing rest
+    could explain (an open string, a number or a literal cut short, the text
+    ending where a value or a delimiter was due) leaves the question open.
+
+    Examples
+    --------
+    >>> _could_begin_json('{"a": [1, tr'), _could_begin_json('{"a": 1.5e')
+    (True, True)
+    >>> _could_begin_json('{8         {"A": 1}'), _could_begin_json('{"8  {"A": 1}')
+    (False, False)
+    """
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        tail = text[exc.pos :]
+        return (
+            exc.msg.startswith(("Unterminated string", "Invalid \\uXXXX"))
+            or not tail.strip()
+            or _NUMBER_TAIL.fullmatch(tail) is not None
+            or any(word.startswith(tail) for word in _LITERALS)
+        )
+    except RecursionError:
+        return True
+    return True
+
+
+#: The top-level fields swergio's routing reads; :func:`outline_body` returns
+#: these (when short) and nothing else.
+ROUTING_FIELDS = frozenset(("TYPE", "TO_ROOM", "TO", "SENT_BY", "NAME", "ROOM"))
+#: A routing field's value is decoded only if its JSON text is at most this
+#: long; a longer one stands as :data:`LONG_VALUE` (it can name no room or
+#: registered name, and a longer ``NAME`` is refused anyway).
+_FIELD_TEXT = 4096
+#: Characters of a large value decoded per step: decoding builds a few times
+#: (up to some 20 times, for short strings) this much memory, then frees it.
+_CHUNK = 1 << 16
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+class _LongValue:
+    """Stands for a routing field's value too long to be worth decoding."""
+
+    def __repr__(self) -> str:
+        return "<a long value>"
+
+
+#: The value :func:`outline_body` gives a routing field whose text is long.
+LONG_VALUE: Any = _LongValue()
+
+
+class Outline(NamedTuple):
+    """What routing needs of a large body, found without decoding all of it.
+
+    ``fields`` holds the body's top-level :data:`ROUTING_FIELDS` (the last
+    one of each name, as ``json.loads`` keeps), ``text`` the body as text and
+    ``end`` where its object closes; ``sent_by`` lists the ``(start, stop)``
+    of every top-level ``SENT_BY`` value in ``text``.  ``body`` is the body's
+    bytes: where it has one byte per character, the same positions hold.
+    """
+
+    fields: dict[str, Any]
+    text: str
+    end: int
+    sent_by: tuple[tuple[int, int], ...]
+    body: bytes = b""
+
+
+def outline_body(body: bytes, encoding: str) -> Generator[None, None, Outline]:
+    """Check that ``body`` is a JSON object and outline it, a slice at a time.
+
+    A generator: each ``next()`` does a bounded piece of work (about 64 KiB of
+    the body), so a caller can serve others between pieces; its return value
+    (``StopIteration.value``, or ``yield from``) is the :class:`Outline`.
+    It raises ``ValueError`` saying why if ``json.loads`` would fail on the
+    body or would not return an object.  No value is built whole: memory
+    stays a small multiple of the body however it is made.
+
+    Examples
+    --------
+    >>> steps = outline_body(b'{"TYPE": "T", "X": [1, 2], "SENT_BY": "a"}', "utf-8")
+    >>> for _ in steps:  # serve others between steps
+    ...     pass
+    >>> outline = outline_at_once(b'{"TYPE": "T", "X": [1, 2], "SENT_BY": "a"}', "utf-8")
+    >>> outline.fields, outline.sent_by, outline.end
+    ({'TYPE': 'T', 'SENT_BY': 'a'}, ((38, 41),), 42)
+    """
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the frame is not valid JSON ({exc})") from None
+    try:
+        outline = yield from _outline(text)
+    except IndexError:
+        raise ValueError("the frame is not valid JSON (it ends early)") from None
+    except RecursionError:
+        raise ValueError("the frame is nested too deeply to decode") from None
+    return outline._replace(body=body)
+
+
+def _expect(text: str, i: int, char: str, what: str) -> int:
+    if text[i] != char:
+        raise ValueError(
+            f"the frame is not valid JSON (expected {what} at character {i})"
+        )
+    return _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+
+
+def _outline(text: str) -> Generator[None, None, Outline]:
+    ws = _WS.match
+    i = ws(text, 0).end()  # type: ignore[union-attr]
+    if i == len(text) or text[i] != "{":
+        # Not decoded to name its kind: a large list would cost what this avoids.
+        raise ValueError(
+            f"the frame is not a JSON object (it starts with "
+            f"{preview(text[i : i + 1])})"
+        )
+    fields: dict[str, Any] = {}
+    sent_by: list[tuple[int, int]] = []
+    i = _expect(text, i, "{", "{")
+    if text[i] != "}":
+        while True:
+            yield
+            if text[i] != '"':
+                _expect(text, i, '"', "a key")
+            key, i = _raw_json(text, i)
+            i = ws(text, i).end()  # type: ignore[union-attr]
+            i = _expect(text, i, ":", "':'")
+            start = i
+            i = yield from _skip_value(text, i)
+            if key in ROUTING_FIELDS:
+                if key == "SENT_BY":
+                    sent_by.append((start, i))
+                if i - start <= _FIELD_TEXT:
+                    fields[key] = _raw_json(text, start)[0]
+                else:
+                    fields[key] = LONG_VALUE
+            i = ws(text, i).end()  # type: ignore[union-attr]
+            if text[i] == ",":
+                i = ws(text, i + 1).end()  # type: ignore[union-attr]
+                continue
+            _expect(text, i, "}", "',' or '}'")
+            break
+    end = i + 1
+    if ws(text, end).end() != len(text):  # type: ignore[union-attr]
+        raise ValueError(f"the frame is not valid JSON (extra data at character {end})")
+    return Outline(fields, text, end, tuple(sent_by))
+
+
+def _raw_json(text: str, i: int) -> tuple[Any, int]:
+    try:
+        return _raw_decode(text, i)
+    except ValueError as exc:
+        raise ValueError(f"the frame is not valid JSON ({exc})") from None
+
+
+def _skip_value(text: str, i: int) -> Generator[None, None, int]:
+    """Check the JSON value at ``text[i]``; return where it ends."""
+    opener = text[i]
+    if opener == "{":
+        return (yield from _skip_object(text, i))
+    if opener == "[":
+        return (yield from _skip_array(text, i))
+    # A scalar: a long string costs one copy, whatever its length.
+    return _raw_json(text, i)[1]
+
+
+def _skip_object(text: str, i: int) -> Generator[None, None, int]:
+    ws = _WS.match
+    i = _expect(text, i, "{", "{")
+    if text[i] == "}":
+        return i + 1
+    while True:
+        yield
+        if text[i] != '"':
+            _expect(text, i, '"', "a key")
+        i = _raw_json(text, i)[1]
+        i = ws(text, i).end()  # type: ignore[union-attr]
+        i = _expect(text, i, ":", "':'")
+        i = yield from _skip_value(text, i)
+        i = ws(text, i).end()  # type: ignore[union-attr]
+        if text[i] == ",":
+            i = ws(text, i + 1).end()  # type: ignore[union-attr]
+            continue
+        _expect(text, i, "}", "',' or '}'")
+        return i + 1
+
+
+def _skip_array(text: str, i: int) -> Generator[None, None, int]:
+    """Check a list by decoding slices of its elements, cut at ``", "``.
+
+    A slice ``text[i:q]`` from an element's start to a ``", "`` decodes as
+    ``"[" + slice + "]"`` only if ``q`` falls between elements of this list:
+    a cut inside a string leaves it unterminated, a cut inside a nested
+    container leaves that unclosed.  So decoding slices checks the list
+    without building it whole.  Where no slice decodes (no ``", "`` near, a
+    cut inside an element, an error), elements are checked one at a time
+    (recursing into nested containers) over the next stretch.  Slices grow
+    from 256 characters, so a short list costs about its own length.
+    """
+    ws = _WS.match
+    i = _expect(text, i, "[", "[")
+    if text[i] == "]":
+        return i + 1
+    step = 256
+    while True:
+        yield
+        q = text.find(", ", i + step, i + 2 * step)
+        if q != -1:
+            try:
+                _, end = _raw_decode("[" + text[i:q] + "]")
+            except (ValueError, RecursionError):
+                end = -1
+            if end == q - i + 2:  # every element in the slice is whole
+                i = ws(text, q + 1).end()  # type: ignore[union-attr]
+                step = min(2 * step, _CHUNK)
+                continue
+            if end > 0:  # the list closes inside the slice
+                return i + end - 1
+        stop = i + 2 * step
+        while True:
+            i = yield from _skip_value(text, i)
+            i = ws(text, i).end()  # type: ignore[union-attr]
+            if text[i] == "]":
+                return i + 1
+            i = _expect(text, i, ",", "',' or ']'")
+            if i > stop:
+                break
+            yield
+
+
+def outline_at_once(body: bytes, encoding: str) -> Outline:
+    """Run :func:`outline_body` to the end; its :class:`Outline`.
+
+    Examples
+    --------
+    >>> outline_at_once(b'{"TYPE": "T", "TO_ROOM": "r"}', "utf-8").fields
+    {'TYPE': 'T', 'TO_ROOM': 'r'}
+    """
+    steps = outline_body(body, encoding)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            outline: Outline = done.value
+            return outline
 
 
 def _json_kind(value: object) -> str:

@@ -26,9 +26,20 @@ Why it does not stall: every connection has its own bounded outbound queue,
 flushed when the socket can take more.  A client that stops reading fills
 only its own queue and is disconnected (and logged) when the queue passes
 ``max_queue_bytes``; everyone else keeps flowing.  A bad message is dropped
-with a warning, rate-limited per kind of problem
-(:class:`~ensemble_agg.util.ratelimit.RateLimiter`); the sender keeps its
-connection.
+with a rate-limited warning; the sender keeps its connection.
+
+Why one hostile peer cannot take the rest down (docs/security.rst has the
+attacks): names, room names and rooms per connection are bounded (the
+router refuses more); bytes of unfinished frames and bytes queued for
+sending are each under one budget across all connections, and past one the
+largest holder is disconnected; a connection must register within
+``register_timeout`` and finish each frame within ``frame_timeout`` of its
+header; connections are capped below the descriptor limit, and at the cap
+the oldest unregistered one makes room.  A body over 64 KiB is never decoded
+whole: its outline (the few fields routing reads, and a check that it is a
+JSON object) is built a slice at a time between other work, and the frames
+sent are its text with ``SENT_BY`` set, the bytes ``json.dumps`` would give.
+Per-connection log lines are rate-limited by kind, with a summary.
 """
 
 from __future__ import annotations
@@ -36,24 +47,56 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import resource
 import selectors
 import socket
 import threading
 import time
+from collections.abc import Generator, Iterable
 
-from ..protocol.framing import Frame, FrameDecoder
-from ..protocol.routing import Router
+from ..protocol.framing import LAZY_ABOVE, Frame, FrameDecoder, Outline, outline_body
+from ..protocol.routing import (
+    MAX_NAME,
+    MAX_ROOM_NAME,
+    MAX_ROOMS_PER_CONN,
+    Router,
+    Routing,
+)
 from ..util.ratelimit import RateLimiter
 from ..util.text import preview
 
-__all__ = ["SERVER_MAX_FRAME_BYTES", "AggServer"]
+__all__ = [
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_MAX_BUFFERED_BYTES",
+    "DEFAULT_MAX_QUEUED_BYTES",
+    "DEFAULT_REGISTER_TIMEOUT",
+    "SERVER_MAX_FRAME_BYTES",
+    "AggServer",
+    "default_max_clients",
+]
 
 logger = logging.getLogger(__name__)
 
-#: agg-server's default cap on one frame's body (``--max-frame-bytes``):
-#: evolution ``SET`` frames carry every model's weights and reach tens of MB,
-#: and the server must route them.
+#: Default cap on one frame's body: evolution ``SET`` frames carry every
+#: model's weights and reach tens of MB.
 SERVER_MAX_FRAME_BYTES = 64 << 20
+#: Default budget for bytes of frames not yet complete, all connections
+#: together (two frames of the default size; a 1 GB edge box).
+DEFAULT_MAX_BUFFERED_BYTES = 128 << 20
+#: Default budget for bytes waiting to be sent, all connections together
+#: (a frame sent to many clients counts once).
+DEFAULT_MAX_QUEUED_BYTES = 256 << 20
+#: Default seconds a new connection has to send a complete REGISTER frame.
+DEFAULT_REGISTER_TIMEOUT = 10.0
+#: Default seconds a frame may take to arrive once its header has.
+DEFAULT_FRAME_TIMEOUT = 60.0
+# Descriptors kept free below RLIMIT_NOFILE: the listener, the waker, the
+# selector, log files, and what a library may open.
+_FD_HEADROOM = 64
+# How often deadlines are checked, in seconds.
+_CHECK_EVERY = 0.25
+# Most time a loop pass spends outlining large bodies before serving sockets.
+_OUTLINE_SLICE = 0.01
 _RECV_SIZE = 1 << 18
 # Buffers per sendmsg: well under every platform's IOV_MAX.
 _IOV_BATCH = 64
@@ -69,23 +112,70 @@ _LISTENER = "listener"
 _WAKER = "waker"
 
 
+#: What the rate limiter's summary line calls the lines of each kind.
+_KINDS = {
+    "default": "warnings like the above",
+    "dropped": "dropped messages",
+    "refused": "refused names, rooms and joins",
+    "closed": "connections closed mid-frame, reset or failed",
+    "timeout": "connections closed for missing a deadline",
+    "shed": "connections shed or refused at the connection cap",
+    "budget": "connections dropped over a memory budget",
+    "accept": "failed accepts",
+}
+
+
+def default_max_clients() -> int:
+    """Connections to allow: the descriptor limit less some headroom.
+
+    Examples
+    --------
+    >>> default_max_clients() >= 1
+    True
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 16
+    return max(1, soft - _FD_HEADROOM if soft > 2 * _FD_HEADROOM else soft // 2)
+
+
 class _Conn:
     __slots__ = (
+        "backlog",
         "batch_limit",
         "closed",
         "decoder",
+        "events",
+        "frame_since",
+        "held",
         "id",
+        "job",
+        "job_bytes",
         "out",
         "out_bytes",
         "peer",
+        "since",
         "sock",
         "writing",
     )
 
     def __init__(
-        self, conn_id: int, sock: socket.socket, peer: str, decoder: FrameDecoder
+        self,
+        conn_id: int,
+        sock: socket.socket,
+        peer: str,
+        decoder: FrameDecoder,
+        now: float = 0.0,
     ):
         self.id = conn_id
+        self.since = now  # accepted at
+        self.frame_since: float | None = None  # the unfinished frame's start
+        self.held = 0  # bytes counted against the buffered budget
+        self.events = selectors.EVENT_READ  # what the selector watches
+        # A large body being outlined, and the frames that came after it.
+        self.job: Generator[None, None, Outline] | None = None
+        self.job_bytes = 0
+        self.backlog: collections.deque[Frame] = collections.deque()
         self.sock = sock
         try:
             mss = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
@@ -127,6 +217,29 @@ class AggServer:
     overwrite_sent_by : bool
         Set ``SENT_BY`` to the sender's registered name even when the message
         has one.  Off by default, as in swergio.
+    max_name_chars, max_room_chars, max_rooms_per_client : int
+        Identity limits (see :class:`~ensemble_agg.protocol.routing.Router`):
+        a REGISTER or JOINROOM over one is dropped with a warning; the
+        connection stays (unregistered, if it was: then the registration
+        deadline closes it).
+    max_buffered_bytes : int
+        Budget for bytes of frames not yet complete (and large bodies being
+        checked), all connections together; past it, the connection holding
+        most is disconnected until the total fits.
+    max_queued_bytes : int
+        Budget for bytes waiting to be sent, all connections together (a
+        frame queued for many clients counts once); past it, the client with
+        most waiting is disconnected as a slow consumer until it fits.
+    register_timeout : float
+        Seconds a new connection has to register; 0 turns the deadline off.
+    frame_timeout : float
+        Seconds a frame may take to arrive once its first bytes have; 0 turns
+        the deadline off.
+    max_clients : int, optional
+        Most connections at once.  At the cap a new connection closes the
+        oldest unregistered one, or is closed itself if every connection has
+        registered.  Default: the descriptor limit (``RLIMIT_NOFILE``) less
+        64.
 
     Examples
     --------
@@ -158,6 +271,14 @@ class AggServer:
         max_queue_bytes: int | None = None,
         stats_interval: float = 0.0,
         overwrite_sent_by: bool = False,
+        max_name_chars: int = MAX_NAME,
+        max_room_chars: int = MAX_ROOM_NAME,
+        max_rooms_per_client: int = MAX_ROOMS_PER_CONN,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        max_clients: int | None = None,
     ) -> None:
         self.format = format
         self.header_length = header_length
@@ -166,11 +287,21 @@ class AggServer:
             max_queue_bytes if max_queue_bytes is not None else 2 * max_frame_bytes
         )
         self.stats_interval = stats_interval
+        self.max_buffered_bytes = max_buffered_bytes
+        self.max_queued_bytes = max_queued_bytes
+        self.register_timeout = register_timeout
+        self.frame_timeout = frame_timeout
+        self.max_clients = (
+            max_clients if max_clients is not None else default_max_clients()
+        )
         self._router = Router(
             format,
             header_length,
             overwrite_sent_by=overwrite_sent_by,
             enable_logging=enable_logging,
+            max_name_chars=max_name_chars,
+            max_room_chars=max_room_chars,
+            max_rooms_per_conn=max_rooms_per_client,
         )
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -190,14 +321,25 @@ class AggServer:
         self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKER)
         self._conns: dict[int, _Conn] = {}
         self._dirty: dict[int, _Conn] = {}
+        # Not yet registered, oldest first (dicts keep insertion order).
+        self._unregistered: dict[int, _Conn] = {}
+        # Inside a frame (a deadline runs), and outlining a large body.
+        self._mid_frame: dict[int, _Conn] = {}
+        self._jobs: dict[int, _Conn] = {}
+        self._buffered = 0  # bytes held for unfinished frames, all connections
+        self._queued = 0  # bytes waiting to be sent, each buffer counted once
+        # id(buffer) -> [its size, queues holding it]: a frame sent to many
+        # clients is one object in memory, so it counts once.
+        self._shared: dict[int, list[int]] = {}
         self._ids = itertools.count(1)
         self._stop = False
         self._stopped = threading.Event()
         self._closed = False
         self._accept_paused_until: float | None = None
-        #: Warnings per kind of problem, so a flood costs a few lines.
-        self.warnings = RateLimiter(logger, burst=20, period=10.0)
+        # Warnings per kind of problem, so a flood costs a few lines.
+        self._throttle = RateLimiter(logger, burst=20, period=10.0, descriptions=_KINDS)
         self._now = time.monotonic()
+        self._next_check = self._now
         self.counters = dict.fromkeys(
             (
                 "connections",
@@ -207,6 +349,14 @@ class AggServer:
                 "bytes_out",
                 "dropped",
                 "slow_disconnected",
+                "refused",
+                "register_timeouts",
+                "frame_timeouts",
+                "shed",
+                "turned_away",
+                "over_buffer_budget",
+                "over_queue_budget",
+                "large_outlined",
             ),
             0,
         )
@@ -249,7 +399,8 @@ class AggServer:
         if self._closed:
             raise RuntimeError("this server was stopped; make a new one")
         host, port = self.address
-        logger.info("listening on %s:%d", host, port)
+        logger.info("listening on %s:%d (at most %d clients)", host, port,
+                    self.max_clients)  # fmt: skip
         if _QUICKACK is None:
             logger.warning(
                 "TCP_QUICKACK is not available here: stock swergio clients' "
@@ -269,6 +420,8 @@ class AggServer:
             wait = _MAX_WAIT
             if self.stats_interval > 0:
                 wait = min(wait, max(0.0, last_stats + self.stats_interval - self._now))
+            if self._jobs:
+                wait = 0.0  # large bodies to outline: only poll the sockets
             events = select(wait)
             self._now = time.monotonic()
             for key, mask in events:
@@ -283,6 +436,8 @@ class AggServer:
                         self._flush(conn)
                     if mask & selectors.EVENT_READ and not conn.closed:
                         self._read(conn)
+            if self._jobs:
+                self._outline_some()
             if self._dirty:
                 dirty = list(self._dirty.values())
                 self._dirty.clear()
@@ -295,7 +450,10 @@ class AggServer:
             ):
                 self._accept_paused_until = None
                 self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
-            self.warnings.tick(self._now)
+            if self._now >= self._next_check:
+                self._next_check = self._now + _CHECK_EVERY
+                self._check_deadlines()
+            self._throttle.tick(self._now)
             if (
                 self.stats_interval > 0
                 and self._now - last_stats >= self.stats_interval
@@ -310,18 +468,30 @@ class AggServer:
             return (c[key] - before[key]) / elapsed if elapsed > 0 else 0.0
 
         logger.info(
-            "stats: clients=%d rooms=%d frames_in=%.1f/s frames_out=%.1f/s "
-            "bytes_in=%.0f/s bytes_out=%.0f/s dropped=%d slow_disconnected=%d "
-            "warnings_suppressed=%d",
+            "stats: clients=%d unregistered=%d rooms=%d frames_in=%.1f/s "
+            "frames_out=%.1f/s bytes_in=%.0f/s bytes_out=%.0f/s buffered=%d "
+            "queued=%d dropped=%d refused=%d slow_disconnected=%d "
+            "register_timeouts=%d frame_timeouts=%d shed=%d turned_away=%d "
+            "over_buffer_budget=%d over_queue_budget=%d warnings_suppressed=%d",
             len(self._conns),
+            len(self._unregistered),
             self._router.room_count,
             rate("frames_in"),
             rate("frames_out"),
             rate("bytes_in"),
             rate("bytes_out"),
+            self._buffered,
+            self._queued,
             c["dropped"],
+            c["refused"],
             c["slow_disconnected"],
-            self.warnings.suppressed,
+            c["register_timeouts"],
+            c["frame_timeouts"],
+            c["shed"],
+            c["turned_away"],
+            c["over_buffer_budget"],
+            c["over_queue_budget"],
+            self._throttle.suppressed,
         )
 
     # -- connections -------------------------------------------------------------------
@@ -335,17 +505,33 @@ class AggServer:
             except ConnectionAbortedError:
                 continue
             except OSError as exc:
-                # Out of file descriptors, say: the listener stays readable, so
-                # stop watching it for a moment instead of spinning.
-                self.warnings.log(
+                # Out of file descriptors, say: make room if an unregistered
+                # connection can go; else stop watching the listener for a
+                # moment (it stays readable) instead of spinning.
+                if self._shed_one():
+                    continue
+                self._throttle.log(
                     self._now,
-                    "cannot accept",
+                    "accept",
                     "cannot accept a connection (%s); pausing 0.5 s",
                     exc,
                 )
                 self._selector.unregister(self._listener)
                 self._accept_paused_until = self._now + 0.5
                 return
+            peer = f"{addr[0]}:{addr[1]}"
+            if len(self._conns) >= self.max_clients and not self._shed_one():
+                self.counters["turned_away"] += 1
+                self._throttle.log(
+                    self._now,
+                    "shed",
+                    "turned away %s: %d clients, all registered, the limit "
+                    "(--max-clients)",
+                    peer,
+                    len(self._conns),
+                )
+                sock.close()
+                continue
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -357,42 +543,120 @@ class AggServer:
             conn = _Conn(
                 next(self._ids),
                 sock,
-                f"{addr[0]}:{addr[1]}",
-                FrameDecoder(self.format, self.header_length, self.max_frame_bytes),
+                peer,
+                FrameDecoder(
+                    self.format,
+                    self.header_length,
+                    self.max_frame_bytes,
+                    raw_above=LAZY_ABOVE,
+                ),
+                self._now,
             )
             self._conns[conn.id] = conn
+            self._unregistered[conn.id] = conn
             self._router.connect(conn.id)
             self._selector.register(sock, selectors.EVENT_READ, conn)
             self.counters["connections"] += 1
             logger.debug("%s connected", conn.peer)
 
+    def _shed_one(self) -> bool:
+        """Close the oldest unregistered connection to make room; False if none."""
+        for conn in self._unregistered.values():
+            self.counters["shed"] += 1
+            self._close(
+                conn,
+                f"closed after {self._now - conn.since:.1f} s unregistered, to "
+                f"make room (--max-clients {self.max_clients})",
+                logging.WARNING,
+                kind="shed",
+            )
+            return True
+        return False
+
+    def _check_deadlines(self) -> None:
+        now = self._now
+        if self.register_timeout > 0:
+            expired = now - self.register_timeout
+            late = itertools.takewhile(
+                lambda c: c.since <= expired, self._unregistered.values()
+            )
+            for conn in list(late):
+                self.counters["register_timeouts"] += 1
+                self._close(
+                    conn,
+                    f"closed: no REGISTER within {self.register_timeout:g} s "
+                    f"(--register-timeout)",
+                    logging.WARNING,
+                    kind="timeout",
+                )
+        if self.frame_timeout > 0:
+            expired = now - self.frame_timeout
+            for conn in list(self._mid_frame.values()):
+                if conn.frame_since is not None and conn.frame_since <= expired:
+                    self.counters["frame_timeouts"] += 1
+                    self._close(
+                        conn,
+                        f"closed: a frame took over {self.frame_timeout:g} s to "
+                        f"arrive (--frame-timeout); {conn.decoder.buffered} bytes "
+                        f"of it came",
+                        logging.WARNING,
+                        kind="timeout",
+                    )
+
     def _who(self, conn: _Conn) -> str:
-        name = self._router.name_of(conn.id)
-        if name is None:
+        if not self._router.registered(conn.id):
             return f"unregistered client at {conn.peer}"
-        return f"{preview(name)} at {conn.peer}"
+        return f"{preview(self._router.name_of(conn.id))} at {conn.peer}"
 
     def _close(
-        self, conn: _Conn, reason: str, level: int = logging.DEBUG, kind: str = ""
+        self,
+        conn: _Conn,
+        reason: str,
+        level: int = logging.DEBUG,
+        kind: str = "closed",
     ) -> None:
-        """Close ``conn``; ``kind`` rate-limits the line (a peer can repeat it)."""
         if conn.closed:
             return
-        if kind:
-            self.warnings.log(self._now, kind, "%s %s", self._who(conn), reason)
+        if level >= logging.INFO:
+            self._throttle.log(
+                self._now, kind, "%s %s", self._who(conn), reason, level=level
+            )
         else:
             logger.log(level, "%s %s", self._who(conn), reason)
         conn.closed = True
-        try:
+        if conn.events:
             self._selector.unregister(conn.sock)
-        except (KeyError, ValueError):  # pragma: no cover - never registered
-            pass
+            conn.events = 0
         conn.sock.close()
         self._router.disconnect(conn.id)
-        self._conns.pop(conn.id, None)
-        self._dirty.pop(conn.id, None)
+        for table in (self._conns, self._dirty, self._unregistered, self._mid_frame,
+                      self._jobs):  # fmt: skip
+            table.pop(conn.id, None)
+        self._buffered -= conn.held
+        conn.held = 0
+        conn.job = None
+        conn.backlog.clear()
+        for buf in conn.out:
+            self._release(buf)
         conn.out.clear()
         conn.out_bytes = 0
+
+    def _watch(self, conn: _Conn) -> None:
+        """Watch ``conn`` for reading unless a large body of it is being
+        outlined (its next frames wait behind it), and for writing if it has
+        frames to send."""
+        events = (0 if conn.job is not None else selectors.EVENT_READ) | (
+            selectors.EVENT_WRITE if conn.writing else 0
+        )
+        if events == conn.events:
+            return
+        if not conn.events:
+            self._selector.register(conn.sock, events, conn)
+        elif not events:
+            self._selector.unregister(conn.sock)
+        else:
+            self._selector.modify(conn.sock, events, conn)
+        conn.events = events
 
     def _drain_waker(self) -> None:
         try:
@@ -430,12 +694,13 @@ class AggServer:
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             except OSError:
                 pass
+        decoder = conn.decoder
         if not data:
-            if conn.decoder.mid_frame:
+            if decoder.mid_frame:
                 self._close(
                     conn,
                     "closed the connection in the middle of a frame",
-                    kind="closed mid-frame",
+                    logging.WARNING,
                 )
             else:
                 self._close(conn, "disconnected")
@@ -443,40 +708,120 @@ class AggServer:
         self.counters["bytes_in"] += len(data)
         # Bytes out of step come back as one error frame (dropped with a
         # warning); the decoder reads on from the next frame.
-        skipped = conn.decoder.skipped
-        for frame in conn.decoder.feed(data):
-            self._handle(conn, frame)
-            if conn.closed:
-                return
-        if conn.decoder.skipped > skipped:  # too large to route: passed by unread
+        skipped = decoder.skipped
+        frames = decoder.feed(data)
+        if decoder.mid_frame:
+            if frames or conn.frame_since is None:  # a new frame started
+                conn.frame_since = self._now
+                self._mid_frame[conn.id] = conn
+        elif conn.frame_since is not None:
+            conn.frame_since = None
+            del self._mid_frame[conn.id]
+        self._take(conn, frames)
+        if conn.closed:
+            return
+        if decoder.skipped > skipped:  # too large to route: passed by unread
             self._drop(
                 conn,
-                "oversized frame",
-                f"a frame over the {conn.decoder.max_body}-byte limit "
+                f"a frame over the {decoder.max_body}-byte limit "
                 f"(--max-frame-bytes); skipped unread",
+            )
+        self._account(conn)
+
+    def _take(self, conn: _Conn, frames: Iterable[Frame]) -> None:
+        """Handle ``frames`` in order; a large body starts an outline, and
+        the frames after it wait in the backlog until it is routed."""
+        backlog = conn.backlog
+        backlog.extend(frames)
+        while backlog and conn.job is None and not conn.closed:
+            frame = backlog.popleft()
+            if frame.body is None:
+                self._handle(conn, frame)
+            else:
+                self.counters["frames_in"] += 1
+                self.counters["large_outlined"] += 1
+                conn.job = outline_body(frame.body, self.format)
+                conn.job_bytes = len(frame.body)
+                self._jobs[conn.id] = conn
+        if not conn.closed:
+            self._watch(conn)
+
+    def _outline_some(self) -> None:
+        """Advance every large body's outline for about ``_OUTLINE_SLICE`` s."""
+        stop = time.monotonic() + _OUTLINE_SLICE
+        while self._jobs and time.monotonic() < stop:
+            for conn in list(self._jobs.values()):
+                job = conn.job
+                if job is None:  # closed meanwhile (a budget, a slow consumer)
+                    continue
+                try:
+                    for _ in range(16):
+                        next(job)
+                    continue
+                except StopIteration as done:
+                    routing = self._router.route_outline(conn.id, done.value)
+                except ValueError as exc:
+                    routing = Routing([], problem=str(exc))
+                conn.job = None
+                conn.job_bytes = 0
+                del self._jobs[conn.id]
+                self._deliver(conn, routing)
+                if not conn.closed:
+                    self._take(conn, ())
+                    self._account(conn)
+        self._now = time.monotonic()
+
+    def _account(self, conn: _Conn) -> None:
+        """Count ``conn``'s unfinished bytes; over the budget, drop the largest."""
+        held = conn.decoder.buffered + conn.job_bytes
+        self._buffered += held - conn.held
+        conn.held = held
+        while self._buffered > self.max_buffered_bytes:
+            largest = max(self._conns.values(), key=lambda c: c.held)
+            if not largest.held:  # pragma: no cover - the total says otherwise
+                break
+            self.counters["over_buffer_budget"] += 1
+            self._close(
+                largest,
+                f"dropped: it holds {largest.held} bytes of unfinished frames, the "
+                f"most while all hold {self._buffered}, over the "
+                f"{self.max_buffered_bytes}-byte budget (--max-buffered-bytes)",
+                logging.WARNING,
+                kind="budget",
             )
 
     def _handle(self, conn: _Conn, frame: Frame) -> None:
         self.counters["frames_in"] += 1
         message = frame.message
         if message is None:
-            self._drop(conn, "bad frame", frame.error or "bad frame")
+            self._drop(conn, frame.error or "bad frame")
             return
-        routing = self._router.route(conn.id, message)
+        self._deliver(conn, self._router.route(conn.id, message))
+
+    def _deliver(self, conn: _Conn, routing: Routing) -> None:
         if routing.problem is not None:
-            self._drop(conn, "bad message", routing.problem)
+            if routing.refused:
+                self.counters["refused"] += 1
+            self._drop(
+                conn, routing.problem, "refused" if routing.refused else "dropped"
+            )
+        # (a REGISTER names the connection even when it cannot be delivered)
+        if conn.id in self._unregistered and self._router.registered(conn.id):
+            del self._unregistered[conn.id]
         conns = self._conns
         for targets, payload in routing.deliveries:
             for target in targets:
                 other = conns.get(target)
                 if other is not None:
                     self._enqueue(other, payload)
+        if self._queued > self.max_queued_bytes:
+            self._over_queue_budget()
         if routing.close:
             self._close(conn, "disconnected (DISCONNECT)")
 
-    def _drop(self, conn: _Conn, kind: str, problem: str) -> None:
+    def _drop(self, conn: _Conn, problem: str, kind: str = "dropped") -> None:
         self.counters["dropped"] += 1
-        self.warnings.log(
+        self._throttle.log(
             self._now,
             kind,
             "dropped a message from %s: %s",
@@ -489,6 +834,12 @@ class AggServer:
     def _enqueue(self, conn: _Conn, payload: bytes) -> None:
         conn.out.append(payload)
         conn.out_bytes += len(payload)
+        entry = self._shared.get(id(payload))
+        if entry is None:
+            self._shared[id(payload)] = [len(payload), 1]
+            self._queued += len(payload)
+        else:
+            entry[1] += 1
         self.counters["frames_out"] += 1
         if conn.out_bytes > self.max_queue_bytes:
             self.counters["slow_disconnected"] += 1
@@ -496,12 +847,38 @@ class AggServer:
                 conn,
                 f"dropped: {conn.out_bytes} bytes wait to be sent to it, over the "
                 f"{self.max_queue_bytes}-byte limit (it does not read)",
-                kind="slow client",
+                logging.WARNING,
+                kind="budget",
             )
             return
         if not conn.writing:
             # Flushed once per loop pass: frames routed to it meanwhile share a write.
             self._dirty[conn.id] = conn
+
+    def _release(self, buf: bytes | memoryview) -> None:
+        """``buf`` left a queue: uncount it if no other queue holds it."""
+        key = id(buf.obj if type(buf) is memoryview else buf)
+        entry = self._shared[key]
+        entry[1] -= 1
+        if not entry[1]:
+            del self._shared[key]
+            self._queued -= entry[0]
+
+    def _over_queue_budget(self) -> None:
+        while self._queued > self.max_queued_bytes:
+            largest = max(self._conns.values(), key=lambda c: c.out_bytes)
+            if not largest.out_bytes:  # pragma: no cover - the total says otherwise
+                break
+            self.counters["over_queue_budget"] += 1
+            self.counters["slow_disconnected"] += 1
+            self._close(
+                largest,
+                f"dropped: {largest.out_bytes} bytes wait to be sent to it, the "
+                f"most while all wait for {self._queued}, over the "
+                f"{self.max_queued_bytes}-byte budget (--max-queued-bytes)",
+                logging.WARNING,
+                kind="budget",
+            )
 
     def _flush(self, conn: _Conn) -> None:
         out = conn.out
@@ -520,7 +897,7 @@ class AggServer:
             for buf in batch:
                 size = len(buf)
                 if sent >= size:
-                    out.popleft()
+                    self._release(out.popleft())
                     sent -= size
                 else:
                     out[0] = memoryview(buf)[sent:]
@@ -549,5 +926,4 @@ class AggServer:
         if want == conn.writing:
             return
         conn.writing = want
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
-        self._selector.modify(conn.sock, events, conn)
+        self._watch(conn)

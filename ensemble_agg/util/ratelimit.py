@@ -22,6 +22,7 @@ logger it is given.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 __all__ = ["OVERFLOW_KIND", "RateLimiter"]
 
@@ -56,6 +57,9 @@ class RateLimiter:
         :data:`OVERFLOW_KIND`, when they are all busy).
     level : int
         Level of the lines and the summaries.  Default ``logging.WARNING``.
+    descriptions : mapping, optional
+        What a kind's summary calls its lines ("connections closed
+        mid-frame"); default "messages like 'KIND'".
 
     Attributes
     ----------
@@ -86,6 +90,7 @@ class RateLimiter:
         period: float = 10.0,
         max_kinds: int = 64,
         level: int = logging.WARNING,
+        descriptions: Mapping[str, str] | None = None,
     ) -> None:
         if burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst}")
@@ -98,6 +103,7 @@ class RateLimiter:
         self.period = period
         self.max_kinds = max_kinds
         self.level = level
+        self.descriptions: Mapping[str, str] = descriptions or {}
         self.suppressed = 0
         self._windows: dict[str, _Window] = {}
         # No window ends before this: tick() is one comparison until then.
@@ -127,10 +133,16 @@ class RateLimiter:
         self.suppressed += 1
         return False
 
-    def log(self, now: float, kind: str, msg: str, *args: object) -> bool:
-        """Log ``msg % args`` unless ``kind`` is over its limit; True if logged."""
+    def log(
+        self, now: float, kind: str, msg: str, *args: object, level: int | None = None
+    ) -> bool:
+        """Log ``msg % args`` unless ``kind`` is over its limit; True if logged.
+
+        ``level`` overrides the limiter's level for this line (its summary
+        keeps the limiter's).
+        """
         if self.allow(now, kind):
-            self.logger.log(self.level, msg, *args)
+            self.logger.log(self.level if level is None else level, msg, *args)
             return True
         return False
 
@@ -162,10 +174,13 @@ class RateLimiter:
     def _close(self, kind: str, window: _Window) -> None:
         del self._windows[kind]
         if window.suppressed:
+            what = self.descriptions.get(kind)
+            if what is None:
+                what = f"messages like {kind!r}"
             self.logger.log(
                 self.level,
-                "%d messages like %r were not logged in the last %g s",
+                "%d %s were not logged in the last %g s",
                 window.suppressed,
-                kind,
+                what,
                 self.period,
             )

@@ -220,3 +220,33 @@ def test_parse_command():
     assert parse_command({"WEIGHTS": {}}) is None
     with pytest.raises(BadMessage, match="CMD is list"):
         parse_command({"CMD": ["GET"]})
+
+
+@pytest.mark.parametrize(
+    "junk", [b"100       {", b'100       {"', b'100       {"k":[0,']
+)
+def test_a_forged_header_before_a_brace_loses_no_frame_after_it(junk):
+    # Found by hypothesis: a cut-short header whose "body" starts with "{"
+    # claimed the frames after it.  Their bytes cannot continue a JSON object,
+    # so the header is out of step and the frames come out, fed in any pieces.
+    good = encode_frame({"A": 1}, "utf-8", 10)
+    stream = good + junk + good + good
+    for step in (1, 7, len(stream)):
+        decoder = FrameDecoder("utf-8", 10, 1 << 10)
+        frames = []
+        for pos in range(0, len(stream), step):
+            frames += decoder.feed(stream[pos : pos + step])
+        assert [f.message for f in frames if f.message is not None] == [{"A": 1}] * 3
+
+
+def test_a_frame_like_run_inside_a_string_is_not_a_frame_start():
+    # The other side of the rule above: a real body may hold such bytes in a
+    # string, and arrives whole however it is cut.
+    body = {"TEXT": '8         {"A": 1}', "X": list(range(100))}
+    wire = encode_frame(body, "utf-8", 10)
+    for step in (1, 3, 50):
+        decoder = FrameDecoder("utf-8", 10, 1 << 10)
+        frames = []
+        for pos in range(0, len(wire), step):
+            frames += decoder.feed(wire[pos : pos + step])
+        assert [f.message for f in frames] == [body]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ensemble_agg.protocol.routing import MAX_ROOM_NAME, RESERVED_ROOMS, Router
 
@@ -193,7 +195,7 @@ def test_unknown_type_values_are_routed_like_any_message(abc):
         ({"TYPE": "COMMAND/LEAVEROOM", "ROOM": "never"}, "LEAVEROOM of unknown room"),
         (
             {"TYPE": "COMMAND/JOINROOM", "ROOM": "x" * (MAX_ROOM_NAME + 1)},
-            "1025-character room name",
+            f"{MAX_ROOM_NAME + 1}-character room name",
         ),
     ],
 )
@@ -259,3 +261,170 @@ def test_misuse_raises():
     r.connect(7)
     with pytest.raises(ValueError, match="already connected"):
         r.connect(7)
+
+
+# -- bounded identities ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["x" * 257, ["x" * 200, "y" * 60]])
+def test_a_long_name_is_refused_and_the_connection_stays_unregistered(name):
+    r = _router()
+    _join(r, 1, "a", "room")
+    r.connect(2)
+    routing = r.route(2, {"TYPE": "COMMAND/REGISTER", "NAME": name, "TO_ROOM": "room"})
+    assert routing.refused and routing.deliveries == []
+    assert "NAME; the limit is 256" in routing.problem
+    assert not r.registered(2)
+    # a name at the limit is fine, and a later long one keeps it
+    assert r.route(2, {"TYPE": "COMMAND/REGISTER", "NAME": "n" * 256}).problem is None
+    assert r.route(2, {"TYPE": "COMMAND/REGISTER", "NAME": name}).refused
+    assert r.name_of(2) == "n" * 256
+
+
+def test_rooms_per_connection_are_capped_and_rejoining_is_free():
+    r = _router(max_rooms_per_conn=3)
+    _join(r, 1, "a", "r1", "r2")  # _command, r1, r2
+    routing = r.route(1, {"TYPE": "COMMAND/JOINROOM", "ROOM": "r3"})
+    assert routing.refused and "already in 3 rooms" in routing.problem
+    assert r.members("r3") == [] and r.room_count == 4
+    assert r.route(1, {"TYPE": "COMMAND/JOINROOM", "ROOM": "r1"}).problem is None
+    r.route(1, {"TYPE": "COMMAND/LEAVEROOM", "ROOM": "r2"})
+    assert r.route(1, {"TYPE": "COMMAND/JOINROOM", "ROOM": "r3"}).problem is None
+
+
+def test_room_name_limit_is_a_parameter():
+    r = _router(max_room_chars=4)
+    _join(r, 1, "a")
+    assert r.route(1, {"TYPE": "COMMAND/JOINROOM", "ROOM": "abcd"}).problem is None
+    routing = r.route(1, {"TYPE": "COMMAND/JOINROOM", "ROOM": "abcde"})
+    assert routing.refused and "5-character room name" in routing.problem
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["COMMAND/REGISTER", "COMMAND/JOINROOM", "COMMAND/LEAVEROOM"]
+            ),
+            st.integers(1, 3),
+            st.text("ab", max_size=12),
+        ),
+        max_size=60,
+    )
+)
+def test_identities_stay_bounded_whatever_is_sent(commands):
+    r = _router(max_name_chars=6, max_room_chars=5, max_rooms_per_conn=4)
+    for conn in (1, 2, 3):
+        r.connect(conn)
+    for kind, conn, value in commands:
+        r.route(conn, {"TYPE": kind, "NAME": value, "ROOM": value})
+        for c in (1, 2, 3):
+            name = r.name_of(c)
+            assert name is None or len(name) <= 6
+            rooms = [room for room in r._rooms if c in r.members(room)]
+            assert len(rooms) <= 4
+            assert all(len(room) <= 5 for room in rooms if room not in RESERVED_ROOMS)
+
+
+# -- large bodies, routed from their outline ----------------------------------------------
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=6)
+        | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=40,
+)
+_messages = st.fixed_dictionaries(
+    {"TYPE": st.sampled_from(["DATA/CUSTOM", "DATA/FORWARD", "COMMAND/JOINROOM"])},
+    optional={
+        "ID": st.text(max_size=4),
+        "TO_ROOM": st.sampled_from(["room", "_logging", "nowhere", 5]),
+        "TO": st.sampled_from(["a", "b", "c", ["b"]]),
+        "SENT_BY": st.text(max_size=4) | st.integers(),
+        "ROOM": st.sampled_from(["room", "new", ["x"]]),
+        "NAME": st.text(max_size=3),
+        "X": _json_values,
+        "Y": _json_values,
+    },
+)
+
+
+@given(_messages, st.booleans())
+def test_outline_routing_sends_the_same_bytes_as_decoding(message, overwrite):
+    from ensemble_agg.protocol.framing import outline_at_once
+
+    routers = []
+    for _ in range(2):
+        r = _router(overwrite_sent_by=overwrite)
+        _join(r, 1, "a", "room", "_logging")
+        _join(r, 2, "b", "room", "_logging")
+        _join(r, 3, "c")
+        routers.append(r)
+    body = json.dumps(message).encode()
+    expected = routers[0].route(1, json.loads(body))
+    got = routers[1].route_outline(1, outline_at_once(body, "utf-8"))
+    assert got == expected
+    assert routers[0].members("new") == routers[1].members("new")
+
+
+@given(_json_values, st.integers(0, 10**6), st.sampled_from(list(' []{},":ab1\\')))
+def test_outline_refuses_exactly_what_json_loads_refuses(value, where, char):
+    from ensemble_agg.protocol.framing import outline_at_once
+
+    text = json.dumps({"TYPE": "T", "V": value, "W": [value, [value]]})
+    at = where % (len(text) + 1)
+    for mutated in (text, text[:at] + text[at + 1 :], text[:at] + char + text[at:]):
+        try:
+            decoded = json.loads(mutated)
+        except (ValueError, RecursionError):
+            decoded = None
+        try:
+            outline = outline_at_once(mutated.encode(), "utf-8")
+        except ValueError:
+            assert type(decoded) is not dict, mutated
+            continue
+        assert type(decoded) is dict, mutated
+        wanted = {k: v for k, v in decoded.items() if k in ("TYPE", "SENT_BY")}
+        assert outline.fields == wanted
+        assert json.loads(outline.text[: outline.end]) == decoded
+
+
+def test_outline_of_a_large_list_is_checked_in_small_steps():
+    from ensemble_agg.protocol.framing import outline_body
+
+    body = json.dumps({"TYPE": "T", "X": ["ab"] * 200_000, "Y": [[1.5] * 9] * 9000})
+    steps = sum(1 for _ in outline_body(body.encode(), "utf-8"))
+    assert steps > 40  # many yields: a server serves others in between
+    broken = body.replace('"ab", "ab"]', '"ab", "ab"')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        for _ in outline_body(broken.encode(), "utf-8"):
+            pass
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1"])
+def test_outline_routing_of_a_body_with_multibyte_characters(encoding):
+    from ensemble_agg.protocol.framing import outline_at_once
+
+    routers = [Router(encoding, 10, new_id=lambda: "log") for _ in range(2)]
+    for r in routers:
+        _join(r, 1, "é", "room", "_logging")
+        _join(r, 2, "b", "room", "_logging")
+    message = {"TYPE": "DATA/FORWARD", "TO_ROOM": "room", "SENT_BY": "ü", "X": "ÿé"}
+    body = json.dumps(message, ensure_ascii=False).encode(encoding)
+    routers[1].overwrite_sent_by = routers[0].overwrite_sent_by = True
+    expected = routers[0].route(1, json.loads(body.decode(encoding)))
+    got = routers[1].route_outline(1, outline_at_once(body, encoding))
+    for (targets, a), (targets2, b) in zip(
+        expected.deliveries, got.deliveries, strict=True
+    ):
+        assert targets == targets2
+        assert int(a[:10]) == len(a) - 10 and int(b[:10]) == len(b) - 10
+        assert json.loads(a[10:].decode(encoding)) == json.loads(
+            b[10:].decode(encoding)
+        )

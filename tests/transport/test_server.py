@@ -686,7 +686,8 @@ def test_without_quickack_it_says_once_that_it_runs_slower(monkeypatch, caplog):
 
 
 def test_peer_strings_are_cut_short_in_log_lines(agg):
-    server = agg()
+    # (names that long are refused by default: allow them, to see them logged)
+    server = agg("--max-name-chars", "20000")
     receiver = RawPeer(server.port, "receiver", rooms=("r",))
     sender = _sender(server.port, "n" * 10_000)
     sender.send(data("r" * 10_000, X=1))
