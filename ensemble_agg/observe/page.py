@@ -42,13 +42,14 @@ main { padding: 16px 20px 28px; display: grid; gap: 16px;
   grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); max-width: 1400px;
   margin: 0 auto; }
 .stats { grid-column: 1 / -1; display: grid; gap: 10px;
-  grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); }
+  grid-template-columns: repeat(auto-fit, minmax(132px, 1fr)); }
 .stat { background: var(--card); border: 1px solid var(--line); border-radius: 10px;
   padding: 10px 12px; min-width: 0; }
 .stat .k { color: var(--muted); font-size: 12px; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
-.stat .v { font-size: 22px; font-weight: 600; font-variant-numeric: tabular-nums;
+.stat .v { font-size: 21px; font-weight: 600; font-variant-numeric: tabular-nums;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.stat .v.word { font-size: 17px; line-height: 29px; }
 section { background: var(--card); border: 1px solid var(--line); border-radius: 10px;
   padding: 14px 16px; min-width: 0; }
 section.wide { grid-column: 1 / -1; }
@@ -61,7 +62,7 @@ section h2 .note { color: var(--muted); font-weight: 400; font-size: 12px; }
   font: inherit; font-size: 12px; cursor: pointer; }
 .toggle button[aria-pressed="true"] { background: var(--accent); color: #fff; }
 .bars { display: grid; gap: 6px; }
-.bar-row { display: grid; grid-template-columns: minmax(70px, 34%) 1fr 64px;
+.bar-row { display: grid; grid-template-columns: minmax(70px, min(30%, 300px)) 1fr 64px;
   align-items: center; gap: 8px; min-width: 0; }
 .bar-row .name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
   font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; }
@@ -96,6 +97,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 0 0 
   main { grid-template-columns: 1fr; }
   .stats { grid-template-columns: repeat(2, minmax(0, 1fr)); }
   .bar-row { grid-template-columns: minmax(60px, 38%) 1fr 52px; }
+  th:first-child, td:first-child { width: 36%; }
 }
 """
 
@@ -109,7 +111,8 @@ function el(tag, cls, text) {
   return e;
 }
 const pct = (x) => (100 * x).toFixed(1) + "%";
-const ms = (x) => x === null || x === undefined ? "–" : (1000 * x).toFixed(1) + " ms";
+const ms = (x) => x === null || x === undefined ? "–"
+  : (1000 * x).toFixed(Math.abs(x) < 0.01 ? 1 : 0) + " ms";
 function num(x) {
   if (x === null || x === undefined) return "–";
   if (Math.abs(x) >= 1e6) return (x / 1e6).toFixed(2) + "M";
@@ -129,7 +132,9 @@ function duration(s) {
 function stats(items) {
   const box = $("stats"); box.replaceChildren();
   for (const [k, v] of items) {
-    const d = el("div", "stat"); d.append(el("div", "k", k), el("div", "v", v));
+    const word = /^[a-z]/.test(v);  // a state, not a number: smaller, so it fits
+    const d = el("div", "stat");
+    d.append(el("div", "k", k), el("div", word ? "v word" : "v", v));
     d.setAttribute("title", k + ": " + v); box.append(d);
   }
 }
@@ -190,7 +195,7 @@ function client(s) {
     ["connection", s.connection], ["rounds", num(c.rounds)],
     ["rounds/s (1 min)", num(s.rate.per_second_1m)], ["submissions", num(c.submissions)],
     ["dropped", num(dropped)], ["GETs", num(c.gets)], ["early closes", num(c.early_closes)],
-    ["reconnects", num(c.reconnects)], ["models", num(s.models.length)],
+    ["reconnects", num(c.reconnects)],
   ]);
   const key = since === "start" ? "start" : "since_get";
   const rows = s.models.map((m) => ({
@@ -224,7 +229,7 @@ function server(s) {
   stats([
     ["clients", num(s.clients)], ["registered names", num(s.registered_names)],
     ["rooms", num(s.rooms)], ["frames in/s", inRate === null ? "–" : num(inRate)],
-    ["frames in", num(s.totals.frames_in)], ["frames out", num(s.totals.frames_out)],
+    ["frames out", num(s.totals.frames_out)],
     ["queued", bytes(s.queue_bytes)], ["slow consumers cut", num(s.slow_consumer_disconnects)],
     ["dropped", num(dropped)],
   ]);
@@ -374,6 +379,8 @@ def render_page(kind: str) -> bytes:
             "<!doctype html>\n<html lang=en><head><meta charset=utf-8>\n"
             '<meta name=viewport content="width=device-width, initial-scale=1">\n'
             f"<title>{kind} · ensemble-agg</title>\n"
+            # no icon: the browser would otherwise ask for /favicon.ico
+            '<link rel="icon" href="data:,">\n'
             f"<style>{_STYLE}</style></head>\n<body>\n"
             + _BODY.replace("{kind}", kind)
             + f"\n<script>{_SCRIPT}</script>\n</body></html>\n"
