@@ -176,7 +176,7 @@ class HttpEndpoint:
     >>> endpoint = HttpEndpoint("127.0.0.1", 0, rec.latest, "agg-client").start()
     >>> url = f"http://127.0.0.1:{endpoint.port}/healthz"
     >>> urllib.request.urlopen(url, timeout=5).read()
-    b'ok: connected\\n'
+    b'ok\\n'
     >>> endpoint.stop()
     """
 
@@ -210,7 +210,6 @@ class HttpEndpoint:
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._wake_r, self._wake_w = socket.socketpair()
         self._conns: dict[int, _Conn] = {}
         self._selector = selectors.DefaultSelector()
 
@@ -244,6 +243,8 @@ class HttpEndpoint:
             listener.close()
             raise
         self._listener = listener
+        # stop() writes a byte here to wake the loop out of select()
+        self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ, "listen")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
@@ -419,8 +420,8 @@ class HttpEndpoint:
             }
             reason = " ".join(str(health.get("reason", "")).split())[:200]
             if health.get("ok"):
-                return 200, _TEXT, f"ok: {reason}\n".encode(), []
-            return 503, _TEXT, f"unhealthy: {reason}\n".encode(), []
+                return 200, _TEXT, b"ok\n", []
+            return 503, _TEXT, f"{reason or 'unhealthy'}\n".encode(), []
         if path == "/status":
             if snap is None:
                 body = {
