@@ -50,7 +50,8 @@ __version__
 The package's tree is its architecture; each layer imports only those above
 it in this list, never the reverse:
 
-- ``errors`` and ``util``: the exceptions, message text; no dependencies.
+- ``errors`` and ``util``: the exceptions, message text, the rate limiter for
+  log lines; no dependencies.
 - ``core``: NumPy only: checks, options, the rules, per-step random streams,
   the NumPy :func:`aggregate`, :class:`Aggregator`.  No sockets, threads or
   dask.
@@ -62,7 +63,11 @@ it in this list, never the reverse:
 - ``transport``: the I/O loops: the swergio client
   (:mod:`ensemble_agg.transport`), agg-client's component loop, agg-server,
   the state file.
-- ``cli`` and ``demo``: the two commands and the demonstration.
+- ``observe``: beside ``transport``: ``--http``'s recorders (no I/O), metrics
+  and the HTTP endpoint on its own thread, which reads published snapshots.
+- ``demo``, then ``cli``: the demonstration and the two commands.
+
+``tests/test_layers.py`` holds every import to this order.
 
 Importing this package loads none of the swergio side (nor swergio, socket,
 scipy or dask).

@@ -24,6 +24,7 @@ LAYER = {
     "dispatch": 3,
     "protocol": 3,
     "transport": 4,
+    "observe": 4,  # the HTTP side: its own thread and sockets, fed snapshots
     "demo": 5,
     "cli": 6,  # agg-client --demo runs the demo
     "server_cli": 7,
