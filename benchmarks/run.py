@@ -536,14 +536,19 @@ def _measure_loop(
     paced: bool = False,
     trace_rounds: int = 0,
 ) -> dict:
-    """Figures of one aggregator behind agg-server, driven by :class:`RawDriver`.
+    """Figures of one aggregator behind a server, driven by :class:`RawDriver`.
 
     CPU and wake-ups (voluntary context switches) over ``rounds``; then, if
     ``trace_rounds``, system calls over that many more rounds under strace.
     """
     ours = "ensemble_agg" in agg_cmd
+    # The paced loop runs behind agg-server, as swarms do now; the burst loop
+    # keeps the server its figures have always had.
+    server = (
+        _agg_server(port) if paced else [sys.executable, "-c", TUNED_SERVER, str(port)]
+    )
     with tempfile.TemporaryFile("w+") as log:
-        with _process(_agg_server(port), port):
+        with _process(server, port):
             with _process(agg_cmd, log=log if ours else None) as agg:
                 time.sleep(0.5 if ours else 1.0)
                 driver = RawDriver(port)
@@ -719,6 +724,32 @@ def bench_whole_loop(cfg):
     )
 
 
+# -- 6b. agg-server's fan-out ------------------------------------------------------------
+
+
+def bench_fanout(cfg):
+    import fanout
+
+    for case in fanout.run_cases(cfg["fanout"], cfg["fanout_repeats"]):
+        paced = case["label"] == "paced"
+        ok = case["ratio"] is not None and case["ratio"] <= (0.7 if paced else 1.0)
+        spread = ", ".join(f"{r:.2f}" for r in case["ratios"])
+        row(
+            fanout.describe(case),
+            "us/delivery",
+            case["stock_us"],
+            case["agg_us"],
+            ">= 1.43x (<= 0.7 of its CPU)"
+            if paced
+            else "cheaper than the stock server",
+            ok,
+            note=f"agg-server / swergio.Server CPU per delivery, each run: {spread}; "
+            f"the readers' CPU per delivery: {case['stock_readers_us'] or 0:.2f} us "
+            f"(stock), {case['agg_readers_us'] or 0:.2f} us (agg-server)"
+            + (f"; INCOMPLETE: {case['incomplete']}" if case["incomplete"] else ""),
+        )
+
+
 # -- 7. scaling ----------------------------------------------------------------------
 
 
@@ -793,6 +824,8 @@ CONFIGS = {
         trace_rounds=50,
         original_burst_rounds=100,
         original_paced_rounds=200,
+        fanout="full",
+        fanout_repeats=3,
         stock_rounds=60,
         single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
         batch_shapes=[(100_000, 20, 2), (10_000, 20, 18)],
@@ -810,6 +843,8 @@ CONFIGS = {
         trace_rounds=20,
         original_burst_rounds=40,
         original_paced_rounds=60,
+        fanout="quick",
+        fanout_repeats=1,
         stock_rounds=30,
         single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
         batch_shapes=[(100_000, 20, 2), (10_000, 20, 18)],
@@ -827,6 +862,8 @@ CONFIGS = {
         trace_rounds=2,
         original_burst_rounds=3,
         original_paced_rounds=3,
+        fanout="smoke",
+        fanout_repeats=1,
         stock_rounds=3,
         single_shapes=[(20, 2), (20, 18)],
         batch_shapes=[(1000, 20, 2), (100, 20, 18)],
@@ -842,6 +879,7 @@ BENCHES = {
     "submit": bench_submit,
     "footprint": bench_footprint,
     "loops": bench_loops,
+    "fanout": bench_fanout,
     "scaling": bench_scaling,
 }
 
