@@ -324,6 +324,102 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _wakeups(pid: int) -> int:
+    """Times any thread of ``pid`` went to sleep waiting (voluntary context switches)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    total += int(line.split()[1])
+    return total
+
+
+class SyscallCount:
+    """``strace -c -f`` attached to a process: its system calls while inside ``with``.
+
+    ``calls`` stays ``None`` where strace is missing or may not attach.
+    strace slows the traced process down, so CPU is never measured inside.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.calls: int | None = None
+        self.by_name: dict[str, int] = {}
+
+    def __enter__(self) -> SyscallCount:
+        self._out = tempfile.NamedTemporaryFile("r", suffix=".strace")
+        try:
+            self._proc: subprocess.Popen | None = subprocess.Popen(
+                ["strace", "-c", "-f", "-q", "-o", self._out.name, "-p", str(self.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError:  # no strace here
+            self._proc = None
+            return self
+        # Attached once the tracee stops being a plain process: its TracerPid is set.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self._proc.poll() is None:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+            if "TracerPid:\t0" not in status:
+                break
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # detach and write the summary
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+            for line in self._out.read().splitlines():
+                cells = line.split()
+                # "% time seconds usecs/call calls [errors] syscall"
+                if len(cells) >= 5 and cells[0][0].isdigit() and cells[3].isdigit():
+                    self.by_name[cells[-1]] = int(cells[3])
+            if self.by_name:
+                self.calls = self.by_name.pop("total", sum(self.by_name.values()))
+        self._out.close()
+
+
+# 1 MB, a core's private cache or more: touching it between frames leaves
+# the aggregator's cache lines cold, as another Python process's inference
+# does in a swarm.  (8 MB, past the shared cache too, triples the
+# aggregator's cost per frame; no model process in a swarm is that hostile.)
+_SCRATCH_FLOATS = int(os.environ.get("BENCH_SCRATCH_FLOATS", 1 << 17))
+_SCRATCH = np.zeros(_SCRATCH_FLOATS)
+_SCRATCH_CHUNKS = [
+    _SCRATCH[i : i + (1 << 12)] for i in range(0, _SCRATCH_FLOATS, 1 << 12)
+]
+
+
+def _burn(seconds: float) -> None:
+    """Spend ``seconds`` of this thread's CPU walking memory, like a model's inference."""
+    end = time.thread_time() + seconds
+    k = 0
+    while time.thread_time() < end:
+        _SCRATCH_CHUNKS[k % len(_SCRATCH_CHUNKS)][::8] += (
+            1.0  # one touch per 64-byte cache line
+        )
+        k += 1
+
+
+def _paces(rounds: int = 16, models: int = 20) -> np.ndarray:
+    """Seconds of CPU each model spends before its reply: 0.5 to 3 ms.
+
+    Each model has its own typical time and each step varies around it.
+    """
+    rng = np.random.default_rng(7)
+    typical = rng.uniform(0.7e-3, 2.5e-3, size=models)
+    jitter = rng.lognormal(0.0, 0.3, size=(rounds, models))
+    return np.clip(typical * jitter, 0.5e-3, 3e-3)
+
+
 class RawDriver:
     """20 models and an environment on plain TCP_NODELAY sockets: no stalls.
 
@@ -339,6 +435,7 @@ class RawDriver:
         self.models = [self._peer(port, f"model-{i:02d}", ()) for i in range(20)]
         self.env = self._peer(port, "environment", ("action",))
         self.buf = b""
+        self.paces = _paces()
         rng = np.random.default_rng(0)
         self.frames = [
             [
@@ -373,8 +470,18 @@ class RawDriver:
         s.sendall(b"".join(encode_frame(m, "utf-8", 10) for m in msgs))
         return s
 
-    def round(self, k: int, timeout: float = 10.0) -> None:
-        for sock, data in zip(self.models, self.frames[k % 16], strict=True):
+    def round(self, k: int, timeout: float = 10.0, paced: bool = False) -> None:
+        """Send a round's 20 frames and wait for the ACTION.
+
+        ``paced``: each model first spends its CPU time (:func:`_paces`), so
+        the frames reach the aggregator one at a time with other work between.
+        """
+        paces = self.paces[k % 16]
+        for i, (sock, data) in enumerate(
+            zip(self.models, self.frames[k % 16], strict=True)
+        ):
+            if paced:
+                _burn(paces[i])
             sock.sendall(data)
         self.env.settimeout(timeout)
         while True:
@@ -417,80 +524,125 @@ _IO_LINE = re.compile(
 )
 
 
-def _measure_loop(agg_cmd: list[str], port: int, rounds: int, warmup: int) -> dict:
+def _measure_loop(
+    agg_cmd: list[str],
+    port: int,
+    rounds: int,
+    warmup: int,
+    *,
+    paced: bool = False,
+    trace_rounds: int = 0,
+) -> dict:
+    """Figures of one aggregator behind a server, driven by :class:`RawDriver`.
+
+    CPU and wake-ups (voluntary context switches) over ``rounds``; then, if
+    ``trace_rounds``, system calls over that many more rounds under strace.
+    """
     ours = "ensemble_agg" in agg_cmd
+    # Both loops run behind agg-server, which stalls neither component.
+    server = _agg_server(port)
     with tempfile.TemporaryFile("w+") as log:
-        with _process(_agg_server(port), port):
+        with _process(server, port):
             with _process(agg_cmd, log=log if ours else None) as agg:
                 time.sleep(0.5 if ours else 1.0)
                 driver = RawDriver(port)
                 time.sleep(0.3)
                 driver.first_round()
                 for k in range(1, warmup):
-                    driver.round(k)
-                cpu0, t0 = _cpu_seconds(agg.pid), time.perf_counter()
+                    driver.round(k, paced=paced)
+                woke0, cpu0 = _wakeups(agg.pid), _cpu_seconds(agg.pid)
+                t0 = time.perf_counter()
                 for k in range(rounds):
-                    driver.round(k)
+                    driver.round(k, paced=paced)
                 elapsed = time.perf_counter() - t0
                 cpu = _cpu_seconds(agg.pid) - cpu0
+                woke = _wakeups(agg.pid) - woke0
+                calls = None
+                if trace_rounds:
+                    with SyscallCount(agg.pid) as trace:
+                        for k in range(trace_rounds):
+                            driver.round(k, paced=paced)
+                    calls = trace.calls
                 if ours:  # its last log line counts its socket calls
                     agg.send_signal(signal.SIGTERM)
                     agg.wait(10)
                 driver.close()
         log.seek(0)
         found = _IO_LINE.search(log.read())
-    result = {"cpu_per_round": cpu / rounds, "rounds_per_s": rounds / elapsed}
+    result = {
+        "cpu_per_round": cpu / rounds,
+        "rounds_per_s": rounds / elapsed,
+        "wakeups_per_frame": woke / (20 * rounds),
+        "syscalls_per_frame": calls / (20 * trace_rounds) if calls else None,
+    }
     if found:
-        recvs, sends, wakeups, frames = map(int, found.groups())
-        total = rounds + warmup
+        _, _, wakeups, frames = map(int, found.groups())
         result["frames_per_wakeup"] = frames / max(wakeups, 1)
-        # A socket call with a timeout is a poll() and then the call itself.
-        result["syscalls_per_round"] = 2 * (recvs + sends) / total
     return result
 
 
-def bench_loops(cfg):
-    port = _free_port()
+def _loop_pair(cfg, paced: bool) -> tuple[dict, dict | None]:
+    """agg-client and (with torch) the original, in the same run, same driver."""
+    kind = "paced" if paced else "burst"
     ours = _measure_loop(
-        _agg_client(port),
+        _agg_client(port := _free_port()),
         port,
-        cfg["loop_rounds"],
+        cfg[f"{kind}_rounds"],
         cfg["loop_warmup"],
+        paced=paced,
+        trace_rounds=cfg["trace_rounds"],
     )
     base = None
     if HAVE_TORCH:
-        port = _free_port()
+        original = [sys.executable, str(HERE / "original_03_aggregation.py"), HOST]
         base = _measure_loop(
-            [sys.executable, str(HERE / "original_03_aggregation.py"), HOST, str(port)],
+            [*original, str(port := _free_port())],
             port,
-            cfg["original_rounds"],
+            cfg[f"original_{kind}_rounds"],
             3,
+            paced=paced,
+            trace_rounds=cfg["trace_rounds"],
         )
-    row(
-        "agg-client CPU per round (20 models x 2 actions)",
-        "ms/round",
-        base and base["cpu_per_round"] * 1e3,
-        ours["cpu_per_round"] * 1e3,
-        "<= 1/5 of the original",
-        base is None or base["cpu_per_round"] >= 5 * ours["cpu_per_round"],
-    )
-    if "frames_per_wakeup" in ours:
+    return ours, base
+
+
+def bench_loops(cfg):
+    for paced in (True, False):
+        ours, base = _loop_pair(cfg, paced)
+        kind = "paced: each model 0.5-3 ms of CPU first" if paced else "burst: no pause"
+        share = 4 if paced else 5
+
+        def pair(key, ours=ours, base=base):
+            return (base and base[key], ours[key])
+
         row(
-            "agg-client frames per wake-up (20 frames a round, one write each)",
-            "frames",
-            None,
-            ours["frames_per_wakeup"],
+            f"agg-client CPU per round, {kind}",
+            "ms/round",
+            base and base["cpu_per_round"] * 1e3,
+            ours["cpu_per_round"] * 1e3,
+            f"<= 1/{share} of the original",
+            base is None or base["cpu_per_round"] >= share * ours["cpu_per_round"],
+        )
+        label = "paced" if paced else "burst"
+        row(
+            f"agg-client wake-ups per frame, {label}",
+            "wake-ups",
+            *pair("wakeups_per_frame"),
             "reported",
             True,
+            note="voluntary context switches / frames; "
+            f"frames per read that returned any: {ours.get('frames_per_wakeup', 0):.2f}",
         )
-        row(
-            "agg-client socket system calls per round",
-            "calls",
-            None,
-            ours["syscalls_per_round"],
-            "reported",
-            True,
-        )
+        if ours["syscalls_per_frame"] is not None:
+            row(
+                f"agg-client system calls per frame, {label}",
+                "calls",
+                *pair("syscalls_per_frame"),
+                "reported",
+                True,
+                note="strace -c -f, every system call, over "
+                f"{cfg['trace_rounds']} rounds",
+            )
     row(
         "loop rounds/s, non-stalling peers, aggregator swapped",
         "rounds/s",
@@ -568,6 +720,32 @@ def bench_whole_loop(cfg):
     )
 
 
+# -- 6b. agg-server's fan-out ------------------------------------------------------------
+
+
+def bench_fanout(cfg):
+    import fanout
+
+    for case in fanout.run_cases(cfg["fanout"], cfg["fanout_repeats"]):
+        paced = case["label"] == "paced"
+        ok = case["ratio"] is not None and case["ratio"] <= (0.7 if paced else 1.0)
+        spread = ", ".join(f"{r:.2f}" for r in case["ratios"])
+        row(
+            fanout.describe(case),
+            "us/delivery",
+            case["stock_us"],
+            case["agg_us"],
+            ">= 1.43x (<= 0.7 of its CPU)"
+            if paced
+            else "cheaper than the stock server",
+            ok,
+            note=f"agg-server / swergio.Server CPU per delivery, each run: {spread}; "
+            f"the readers' CPU per delivery: {case['stock_readers_us'] or 0:.2f} us "
+            f"(stock), {case['agg_readers_us'] or 0:.2f} us (agg-server)"
+            + (f"; INCOMPLETE: {case['incomplete']}" if case["incomplete"] else ""),
+        )
+
+
 # -- 7. scaling ----------------------------------------------------------------------
 
 
@@ -636,8 +814,14 @@ CONFIGS = {
         batch_repeats=7,
         import_runs=7,
         loop_rounds=3000,
-        loop_warmup=300,
-        original_rounds=100,
+        burst_rounds=3000,
+        paced_rounds=400,
+        loop_warmup=30,
+        trace_rounds=50,
+        original_burst_rounds=100,
+        original_paced_rounds=200,
+        fanout="full",
+        fanout_repeats=3,
         stock_rounds=60,
         single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
         batch_shapes=[(100_000, 20, 2), (10_000, 20, 18)],
@@ -649,8 +833,14 @@ CONFIGS = {
         batch_repeats=3,
         import_runs=3,
         loop_rounds=1000,
-        loop_warmup=100,
-        original_rounds=40,
+        burst_rounds=1000,
+        paced_rounds=150,
+        loop_warmup=20,
+        trace_rounds=20,
+        original_burst_rounds=40,
+        original_paced_rounds=60,
+        fanout="quick",
+        fanout_repeats=1,
         stock_rounds=30,
         single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
         batch_shapes=[(100_000, 20, 2), (10_000, 20, 18)],
@@ -662,14 +852,31 @@ CONFIGS = {
         batch_repeats=1,
         import_runs=1,
         loop_rounds=20,
+        burst_rounds=20,
+        paced_rounds=4,
         loop_warmup=2,
-        original_rounds=3,
+        trace_rounds=2,
+        original_burst_rounds=3,
+        original_paced_rounds=3,
+        fanout="smoke",
+        fanout_repeats=1,
         stock_rounds=3,
         single_shapes=[(20, 2), (20, 18)],
         batch_shapes=[(1000, 20, 2), (100, 20, 18)],
         scale_models=[1, 10, 100],
         scale_actions=[2, 20, 200],
     ),
+}
+
+
+BENCHES = {
+    "single": bench_single,
+    "batched": bench_batched,
+    "submit": bench_submit,
+    "footprint": bench_footprint,
+    "loops": bench_loops,
+    "fanout": bench_fanout,
+    "scaling": bench_scaling,
 }
 
 
@@ -691,6 +898,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", type=Path, default=HERE / "results", help="output folder"
     )
+    parser.add_argument(
+        "--only",
+        choices=sorted(BENCHES),
+        action="append",
+        help="run only these groups (repeatable); results go to results-ONLY.json",
+    )
     args = parser.parse_args(argv)
     cfg = CONFIGS["smoke" if args.smoke else "quick" if args.quick else "full"]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -701,14 +914,12 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
     started = time.perf_counter()
-    bench_single(cfg)
-    bench_batched(cfg)
-    bench_submit(cfg)
-    bench_footprint(cfg)
-    bench_loops(cfg)
-    curves = bench_scaling(cfg)
+    curves: dict[str, list[tuple[int, int, float]]] = {}
+    for name, bench in BENCHES.items():
+        if args.only is None or name in args.only:
+            curves = bench(cfg) or curves
     png = args.out / "scaling.png"
-    plotted = plot(curves, png)
+    plotted = bool(curves) and plot(curves, png)
 
     widths = (62, 14, 12, 12, 8, 26, 4)
     head = ("figure", "unit", "baseline", "ours", "ratio", "target", "met")
@@ -735,7 +946,8 @@ def main(argv=None) -> int:
         "torch": torch.__version__ if HAVE_TORCH else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (args.out / "results.json").write_text(
+    stem = "results" if args.only is None else "results-" + "-".join(args.only)
+    (args.out / f"{stem}.json").write_text(
         json.dumps(
             {
                 "meta": meta,

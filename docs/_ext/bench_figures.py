@@ -8,6 +8,9 @@
 - ``.. benchmark-table::`` renders every row as a table.
 - ``.. benchmark-missed::`` says which rows miss their target, if any.
 
+Each takes another results file by its name in :data:`FILES`:
+``:bench:`ROW | FIELD | frames``` and ``.. benchmark-table:: frames``.
+
 A piece of a name that matches no row or several rows is a build error, so
 a renamed row breaks ``sphinx-build -W`` instead of leaving a stale figure;
 text and table are rendered by the same functions, so they cannot disagree.
@@ -24,12 +27,20 @@ from docutils import nodes
 from docutils.parsers.rst import Directive
 
 RESULTS = Path("_static") / "benchmark-results.json"
+#: Results files by name: the full run, and ``run.py --only loops --only fanout``.
+FILES = {"": RESULTS, "frames": Path("_static") / "frames-results.json"}
 ROW_FIELDS = ("baseline", "ours", "ratio", "unit", "target", "note")
 META_KEYS = ("date", "machine", "python", "numpy", "torch", "seconds")
 
 
-def _load(srcdir: str) -> dict[str, Any]:
-    return json.loads((Path(srcdir) / RESULTS).read_text(encoding="utf-8"))
+def _path(name: str) -> Path:
+    if name not in FILES:
+        raise ValueError(f"results file must be one of {sorted(FILES)}, not {name!r}")
+    return FILES[name]
+
+
+def _load(srcdir: str, name: str = "") -> dict[str, Any]:
+    return json.loads((Path(srcdir) / _path(name)).read_text(encoding="utf-8"))
 
 
 def number(value: float | None) -> str:
@@ -85,10 +96,11 @@ def value(results: dict[str, Any], piece: str, field: str) -> str:
 
 def bench_role(name, rawtext, text, lineno, inliner, options=None, content=None):
     env = inliner.document.settings.env
-    env.note_dependency(str(Path(env.srcdir) / RESULTS))
-    piece, _, field = (part.strip() for part in text.rpartition("|"))
+    parts = [part.strip() for part in text.split("|")]
+    piece, field, name = (*parts, "")[:3] if len(parts) in (2, 3) else ("", "", "?")
     try:
-        rendered = value(_load(env.srcdir), piece, field)
+        env.note_dependency(str(Path(env.srcdir) / _path(name)))
+        rendered = value(_load(env.srcdir, name), piece, field)
     except (ValueError, KeyError, OSError) as exc:
         msg = inliner.reporter.error(f":bench:`{text}`: {exc}", line=lineno)
         return [inliner.problematic(rawtext, rawtext, msg)], [msg]
@@ -106,11 +118,13 @@ def _row(*cells: str) -> nodes.row:
 
 class BenchmarkTable(Directive):
     has_content = False
+    optional_arguments = 1
 
     def run(self):
         env = self.state.document.settings.env
-        env.note_dependency(str(Path(env.srcdir) / RESULTS))
-        results = _load(env.srcdir)
+        name = self.arguments[0] if self.arguments else ""
+        env.note_dependency(str(Path(env.srcdir) / _path(name)))
+        results = _load(env.srcdir, name)
         columns = ("figure", "unit", "baseline", "ours", "ratio", "target", "met")
         widths = (40, 10, 9, 9, 6, 18, 5)
         table = nodes.table(classes=["benchmark-results"])
@@ -138,11 +152,13 @@ class BenchmarkTable(Directive):
 
 class BenchmarkMissed(Directive):
     has_content = False
+    optional_arguments = 1
 
     def run(self):
         env = self.state.document.settings.env
-        env.note_dependency(str(Path(env.srcdir) / RESULTS))
-        missed = [r for r in _load(env.srcdir)["rows"] if not r["met"]]
+        name = self.arguments[0] if self.arguments else ""
+        env.note_dependency(str(Path(env.srcdir) / _path(name)))
+        missed = [r for r in _load(env.srcdir, name)["rows"] if not r["met"]]
         if not missed:
             return [nodes.paragraph(text="Every figure meets its target.")]
         parts = [

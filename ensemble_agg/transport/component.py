@@ -31,7 +31,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from ..core.aggregator import Aggregator
@@ -166,9 +165,10 @@ class AggregatorComponent:
                 now = self.clock()
                 # Every frame of a batch is handled even if a send failed on
                 # the way: failed sends wait in the outbox for the reconnect.
+                handle = self.protocol.handle_frame
                 for frame in frames:
-                    self._guarded(partial(self.protocol.handle_frame, frame, now))
-                self._guarded(partial(self.protocol.tick, now))
+                    self._guarded(handle, frame, now)
+                self._guarded(self.protocol.tick, now)
                 if self.protocol.dirty and now - self._last_save >= SAVE_EVERY:
                     self._save_state()
                 if self._link_error is not None:
@@ -211,10 +211,10 @@ class AggregatorComponent:
                 io.frames,
             )
 
-    def _guarded(self, step: Callable[[], list[Outgoing]]) -> None:
-        """Run one protocol step and send its output; a bug here is logged, not fatal."""
+    def _guarded(self, step: Callable[..., list[Outgoing]], *args: Any) -> None:
+        """Run ``step(*args)`` and send its output; a bug here is logged, not fatal."""
         try:
-            for out in step():
+            for out in step(*args):
                 message = out.message
                 if out.clears_tally and not self._save_state(durable=True):
                     message = self.protocol.reply_not_saved(message)

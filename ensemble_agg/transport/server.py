@@ -882,6 +882,27 @@ class AggServer:
 
     def _flush(self, conn: _Conn) -> None:
         out = conn.out
+        if len(out) == 1 and not conn.writing:
+            # The common case when frames come one at a time: one whole
+            # frame, a socket that had room.  One send, nothing to batch.
+            buf = out[0]
+            if type(buf) is bytes:
+                try:
+                    sent = conn.sock.send(buf, _EOR)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as exc:
+                    self._close(conn, f"dropped: send failed ({exc})", logging.INFO)
+                    return
+                self.counters["bytes_out"] += sent
+                conn.out_bytes -= sent
+                if sent == len(buf):
+                    out.clear()
+                    return
+                if sent:  # cut after its first segment: the rest goes alone
+                    out[0] = memoryview(buf)[sent:]
+                self._want_write(conn, True)
+                return
         while out:
             batch = self._next_write(conn)
             try:

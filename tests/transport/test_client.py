@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import time
 
 import pytest
@@ -77,6 +78,45 @@ def test_tuned_sockets_have_nodelay(server_in_thread):
     assert plain.client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     c.close()
     plain.close()
+
+
+def test_poll_waits_in_one_recv_that_times_out_in_the_kernel(server_in_thread):
+    c = TunedClient("a", *server_in_thread.address)
+    c.poll(0.2)  # the REGISTER/JOINROOM echo, if any
+    # A blocking socket: no Python timeout, so no poll() before each recv.
+    assert c.client.gettimeout() is None
+    for timeout in (0.05, 0.05, 0.12):
+        recvs = c.io.recvs
+        started = time.monotonic()
+        assert c.poll(timeout) == []
+        assert timeout * 0.9 <= time.monotonic() - started < timeout + 2.0
+        assert c.io.recvs == recvs + 1  # one call per wait, timeout or not
+        sec, usec = struct.unpack(
+            "@ll", c.client.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+        )
+        # (the kernel keeps it in clock ticks: a few ms off)
+        assert sec + usec / 1e6 == pytest.approx(timeout, abs=0.011)
+    # A timeout of 0 does not wait, and an empty socket is not a lost link.
+    started = time.monotonic()
+    assert c.poll(0) == []
+    assert time.monotonic() - started < 1.0
+    # A Python timeout set from outside is undone; poll's own timeout rules.
+    c.client.settimeout(30)
+    started = time.monotonic()
+    assert c.poll(0.05) == []
+    assert time.monotonic() - started < 10
+    assert c.client.gettimeout() is None
+    c.close()
+
+
+def test_poll_still_delivers_and_sends_still_go_out(server_in_thread):
+    a = TunedClient("a", *server_in_thread.address)
+    b = TunedClient("b", *server_in_thread.address)
+    b.join_room("r")
+    for i in range(3):  # one wait per frame, each frame delivered whole
+        assert _deliver(a, b, "r", N=i)["N"] == i
+    a.close()
+    b.close()
 
 
 def _on_socketpair(client: TunedClient) -> socket.socket:

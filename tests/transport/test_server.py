@@ -699,3 +699,58 @@ def test_peer_strings_are_cut_short_in_log_lines(agg):
     assert all(len(line) < 400 for line in lines), [len(ln) for ln in lines]
     receiver.close()
     sender.close()
+
+
+def _read_exactly(sock: socket.socket, n: int, timeout: float = 10.0) -> bytes:
+    got = b""
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            got += sock.recv(n - len(got))
+    return got
+
+
+def test_one_frame_to_a_socket_with_room_is_one_send_and_a_cut_one_waits_whole():
+    # The paced case's short path in _flush: one whole frame and a socket
+    # with room go out in one send; a frame the socket cannot take whole is
+    # cut after its first segment and its rest waits for write interest.
+    from ensemble_agg.protocol.framing import FrameDecoder
+    from ensemble_agg.transport.server import _Conn
+
+    server = AggServer(HOST, 0)
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen()
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listener.getsockname())
+        client.settimeout(0.2)
+        sock, _ = listener.accept()
+        sock.setblocking(False)
+        conn = _Conn(1, sock, "peer", FrameDecoder("utf-8", 10, 1 << 20))
+        server._selector.register(sock, 1, conn)  # EVENT_READ, as _accept does
+        try:
+            small = frame(data("r", I=1))
+            server._enqueue(conn, small)
+            server._flush(conn)
+            assert not conn.out and conn.out_bytes == 0 and not conn.writing
+            assert _read_exactly(client, len(small)) == small
+            big = frame(data("r", PAD="x" * (8 << 20)))  # more than the buffers hold
+            server._enqueue(conn, big)
+            server._flush(conn)
+            assert conn.writing and len(conn.out) == 1
+            assert type(conn.out[0]) is memoryview
+            assert conn.out_bytes == len(conn.out[0]) < len(big)
+            server._enqueue(conn, small)  # queued behind the rest, not sent now
+            got = b""
+            deadline = time.monotonic() + 30
+            while len(got) < len(big) + len(small) and time.monotonic() < deadline:
+                server._flush(conn)
+                with contextlib.suppress(TimeoutError):
+                    got += client.recv(1 << 20)
+            assert got == big + small
+            assert not conn.out and conn.out_bytes == 0 and not conn.writing
+        finally:
+            client.close()
+            sock.close()
+            server._shutdown()
