@@ -34,6 +34,7 @@ from .common import (
     on_stop_signals,
     setup_logging,
     this_host_address,
+    warn_unknown_env,
 )
 
 __all__ = [
@@ -104,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = vars(parser.parse_args(argv))
+    warn_unknown_env(parser, "AGG_", os.environ, foreign=("AGG_SERVER_", "agg-server"))
     demo = args.pop("demo")
     try:
         settings = Settings(**args)
