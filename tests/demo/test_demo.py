@@ -117,3 +117,27 @@ def test_output_closed_by_its_reader_is_a_quiet_clean_stop():
     assert first[1].startswith("rounds: ")
     assert status == 0, err
     assert "Broken pipe" not in err and "BrokenPipeError" not in err, err
+
+
+def test_the_time_limit_is_named_when_it_stops_the_demo(monkeypatch):
+    from ensemble_agg.demo import swarm
+
+    monkeypatch.setattr(swarm, "TIME_BUDGET", 1.0)
+    buf = io.StringIO()
+    assert run_demo(models=3, rounds=10**7, seed=1, out=buf) == 0
+    line = next(x for x in buf.getvalue().splitlines() if x.startswith("rounds: "))
+    assert re.fullmatch(
+        r"rounds: \d+ of 10000000 in 1\.\d s \(\d+ rounds/s, observation to "
+        r"action\); stopped at the demo's 1 s limit",
+        line,
+    ), line
+
+
+def test_a_short_mean_episode_says_why():
+    buf = io.StringIO()
+    assert run_demo(models=20, rounds=300, seed=None, out=buf) == 0
+    out = buf.getvalue()
+    mean = float(re.search(r"mean length ([\d.]+) steps", out)[1])
+    assert mean < 22  # the default swarm's ensemble, seeded
+    assert "shorter than random pushes last, about 22 steps" in out
+    assert "not learning" in out
