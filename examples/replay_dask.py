@@ -6,6 +6,8 @@
     python examples/replay_dask.py --zarr                  # log stored as Zarr
     python examples/replay_dask.py --scheduler tcp://10.0.0.5:8786   # a cluster
 
+It needs the dask extra, zarr included: ``pip install 'ensemble-agg[dask]'``.
+
 It first writes a log the way an ensemble run might keep one: the logits of
 20 models over 18 actions for every step, float32, in a ``.npy`` file (or a
 Zarr store), plus the action that turned out best at each step (known only

@@ -3,7 +3,8 @@
 ``main(argv)`` parses the options (each also read from an ``AGG_<NAME>``
 environment variable), sets up logging, installs SIGINT/SIGTERM handlers that
 only set a stop flag, and runs :class:`~ensemble_agg.transport.component.AggregatorComponent`.
-Exit status: 0 after a clean stop or a signal (SIGINT, SIGTERM, SIGHUP), 1 if
+Exit status: 0 after a clean stop or a signal (SIGINT, SIGTERM, SIGHUP), or
+when the reader of ``--demo``'s output closes it (``| head``), 1 if
 the server cannot be reached within ``--connect-timeout``, 2 for a usage
 error, 3 for a state file that cannot be read or written at start, 4 for an
 internal error (a bug: logged with its traceback).
@@ -33,6 +34,7 @@ from .common import (
     on_stop_signals,
     setup_logging,
     this_host_address,
+    warn_unknown_env,
 )
 
 __all__ = [
@@ -66,7 +68,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         ),
         epilog=(
             "exit status: 0 after a clean stop (SIGINT, SIGTERM or SIGHUP "
-            "included), 1 if the server cannot be reached within "
+            "included, or --demo's output closed by its reader, as by "
+            "'| head'), 1 if the server cannot be reached within "
             "--connect-timeout, 2 for a usage error, 3 for a state file that "
             "cannot be read or written at start, 4 for an internal error."
         ),
@@ -85,6 +88,16 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     return parser
 
 
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's buffer)
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``agg-client`` with ``argv`` (default: ``sys.argv[1:]``).
 
@@ -92,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = vars(parser.parse_args(argv))
+    warn_unknown_env(parser, "AGG_", os.environ, foreign=("AGG_SERVER_", "agg-server"))
     demo = args.pop("demo")
     try:
         settings = Settings(**args)
@@ -111,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:  # --models out of the demo's range
             print(f"agg-client: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except BrokenPipeError:
+            # The reader closed standard output (``agg-client --demo | head``):
+            # it has read all it wants, so this is a clean stop.  Point stdout
+            # at /dev/null so that the interpreter's final flush does not fail
+            # again with "Exception ignored ... BrokenPipeError".
+            _silence_stdout()
+            return EXIT_OK
         except (OSError, TimeoutError) as exc:
             print(f"agg-client: the demo failed: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE

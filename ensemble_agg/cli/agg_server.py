@@ -43,6 +43,7 @@ from .common import (
     on_stop_signals,
     setup_logging,
     this_host_address,
+    warn_unknown_env,
 )
 
 __all__ = ["EXIT_CANNOT_BIND", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -195,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns the exit status (see the module docstring).
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warn_unknown_env(parser, "AGG_SERVER_", os.environ)
     setup_logging(args.log_level)
     host = args.host
     if host is None:  # the original's default: this host's address

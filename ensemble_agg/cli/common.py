@@ -7,7 +7,9 @@ other, so one command can change without the other moving.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import re
 import signal
 import socket
 import sys
@@ -34,6 +36,7 @@ __all__ = [
     "setup_logging",
     "this_host_address",
     "typed",
+    "warn_unknown_env",
 ]
 
 #: A clean stop, a signal included (both commands).
@@ -160,6 +163,65 @@ def add_env_options(
             choices=(choices or {}).get(flag),
             help=help_text,
         )
+
+
+#: The variable named in an option's help by :func:`add_env_options`.
+_ENV_IN_HELP = re.compile(r"\[env (\w+)\]$")
+
+
+def warn_unknown_env(
+    parser: argparse.ArgumentParser,
+    prefix: str,
+    env: Mapping[str, str],
+    foreign: tuple[str, str] | None = None,
+) -> list[str]:
+    """Warn on standard error about ``prefix`` variables that no option reads.
+
+    A misspelt variable (``AGG_PORTT=1``) would otherwise be ignored without
+    a word.  Each unknown one gets a line naming the nearest known variable.
+    ``foreign`` is ``(other_prefix, other_program)``: variables under
+    ``other_prefix`` belong to that program and are no typos of this one's
+    (agg-client's ``AGG_`` covers agg-server's ``AGG_SERVER_``), so their
+    line only says whose they are.  Returns the lines written.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser(prog="demo")
+    >>> add_env_options(parser, [("--port", int, 8080, "PORT", "port")], "DEMO_", {})
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stderr(io.StringIO()):
+    ...     lines = warn_unknown_env(parser, "DEMO_", {"DEMO_PORTT": "1"})
+    >>> print(lines[0])  # doctest: +ELLIPSIS
+    demo: warning: environment variable DEMO_PORTT ... did you mean DEMO_PORT?
+    """
+    known = {
+        match[1]
+        for action in parser._actions
+        if action.help and (match := _ENV_IN_HELP.search(action.help))
+    }
+    prog = parser.prog
+    lines = []
+    for var in sorted(env):
+        if not var.startswith(prefix) or var in known:
+            continue
+        if foreign is not None and var.startswith(foreign[0]):
+            other_prefix, other = foreign
+            own = prefix + var[len(other_prefix) :]
+            hint = f"; {prog}'s own is {own}" if own in known else ""
+            lines.append(
+                f"{prog}: note: {var} is for {other} (its variables are "
+                f"{other_prefix}*), ignored by {prog}{hint}"
+            )
+            continue
+        near = difflib.get_close_matches(var, known, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}?" if near else f"see {prog} --help"
+        lines.append(
+            f"{prog}: warning: environment variable {var} is not one of "
+            f"{prog}'s, ignored; {hint}"
+        )
+    for line in lines:
+        print(line, file=sys.stderr)
+    return lines
 
 
 def this_host_address(prog: str, hint: str) -> str | None:

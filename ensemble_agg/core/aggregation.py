@@ -54,8 +54,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import SingleModelBatchWarning
-from ..util.text import preview
-from .checks import FloatArray, as_logits
+from ..util.text import label
+from .checks import FloatArray, as_logits, as_numbers, check_nonnegative, check_values
 from .options import RNGLike, as_rng, check_options
 from .streams import UniformSource
 from .two_actions import sum_two_actions_batched, sum_two_actions_rows
@@ -519,29 +519,37 @@ def _aggregate_mapping(logits: Mapping[Any, Any], **options: Any) -> RoundResult
     ids = list(logits)
     if not ids:
         raise ValueError("logits is an empty mapping; need at least one model")
+    # Every message names the model by the id the caller used, not by its
+    # position in the mapping (which the caller never chose).
+    names = [label(i) for i in ids]
     rows = []
-    for model_id in ids:
-        row = np.asarray(logits[model_id])
+    for model_id, name in zip(ids, names, strict=True):
+        value = logits[model_id]
+        what = f"logits of model {name}"
+        row = as_numbers(value, what)
         if row.ndim == 2 and row.shape[0] == 1:
             row = row[0]  # a policy's (1, n_actions) output
         if row.ndim != 1:
             raise ValueError(
-                f"logits of model {preview(model_id)} must have shape (n_actions,) or "
-                f"(1, n_actions); got shape {row.shape}"
+                f"{what} must have shape (n_actions,) or (1, n_actions); got shape "
+                f"{row.shape}"
             )
         rows.append(row)
     widths = {len(r) for r in rows}
     if len(widths) > 1:
         raise ValueError(
             "models have different numbers of actions: "
-            + ", ".join(f"{i!r}: {len(r)}" for i, r in zip(ids, rows, strict=True))
+            + ", ".join(f"{n}: {len(r)}" for n, r in zip(names, rows, strict=True))
         )
     x = np.stack(rows)  # float32 rows stay float32, as for an array
+    check_values(x, model_names=names)
     weights = options.pop("weights")
     if isinstance(weights, Mapping):
         unknown = [k for k in weights if k not in logits]
         if unknown:
             raise ValueError(f"weights name ids that logits has not: {unknown[:5]!r}")
+        for model_id, w in weights.items():
+            check_nonnegative(w, f"weight of model {label(model_id)}")
         weights = [weights.get(i, 1.0) for i in ids]
     result = aggregate_numpy(x, weights=weights, **options)
     shares = dict(zip(ids, result.contribution.tolist(), strict=True))

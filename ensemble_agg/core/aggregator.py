@@ -273,7 +273,10 @@ class Aggregator:
             :class:`UnknownModelError` for an id that is not accepted.  The
             round and the tally are left exactly as they were.
         """
-        replacing = model_id in self._round
+        try:
+            replacing = model_id in self._round
+        except TypeError:  # a list or a dict: say so, not "unhashable type"
+            raise TypeError(_unhashable(model_id)) from None
         if not replacing:
             self._check_new_id(model_id)
         return self._store(
@@ -294,7 +297,10 @@ class Aggregator:
         trusted, only the id and the width are checked.  Not part of the
         public interface.
         """
-        replacing = model_id in self._round
+        try:
+            replacing = model_id in self._round
+        except TypeError:  # a list or a dict: say so, not "unhashable type"
+            raise TypeError(_unhashable(model_id)) from None
         if not replacing:
             self._check_new_id(model_id)
         return self._store(model_id, row, deterministic, now, replacing)
@@ -417,9 +423,7 @@ class Aggregator:
         try:
             hash(model_id)
         except TypeError:
-            raise TypeError(
-                f"model_id must be hashable, got {type(model_id).__name__}"
-            ) from None
+            raise TypeError(_unhashable(model_id)) from None
         if self._model_ids is not None:
             if model_id not in self._model_ids:
                 raise UnknownModelError(
@@ -496,3 +500,10 @@ class Aggregator:
         self._round.clear()
         self.rounds += 1
         return RoundResult(result.action, shares, result.probs)
+
+
+def _unhashable(model_id: object) -> str:
+    return (
+        f"model_id must be hashable (a str or an int, for example, or a tuple "
+        f"of them); got {type(model_id).__name__} {preview(model_id)}"
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -71,21 +72,19 @@ def as_logits(logits: object, *, name: str = "logits") -> FloatArray:
     else:
         try:
             arr = _asarray(logits)
-        except ValueError as exc:  # ragged nested lists
+        except ValueError:  # ragged nested lists; NumPy's words name no row
+            where = _ragged(logits, name)
             raise ValueError(
                 f"{name} must be a rectangular array of numbers of shape "
                 f"(n_models, n_actions); rows of different lengths cannot be "
-                f"combined ({exc})"
+                f"combined" + (f": {where}" if where else "")
             ) from None
-        if arr.dtype.kind == "c":
-            raise TypeError(f"{name} must be real numbers, got complex values")
-        if arr.dtype == object:
-            arr = _object_to_float(arr, name)
-        if arr.dtype.kind not in "fiub":
-            raise TypeError(
-                f"{name} must be numbers, got an array of dtype {arr.dtype} "
-                f"(e.g. strings, None or nested sequences of unequal length)"
-            )
+        arr = _real(
+            arr,
+            name,
+            f", got an array of dtype {arr.dtype} (e.g. strings, None or nested "
+            f"sequences of unequal length)",
+        )
         if arr.dtype != np.float64:  # ints, bools, float16, float128
             arr = arr.astype(np.float64)
     if arr.ndim < 2:
@@ -104,6 +103,80 @@ def as_logits(logits: object, *, name: str = "logits") -> FloatArray:
         )
     check_values(arr, name=name)
     return arr
+
+
+def as_numbers(values: object, what: str) -> np.ndarray:
+    """Convert ``values`` to a real array (any shape); only its type is checked.
+
+    ``what`` names the values in messages (``"logits of model 'a'"``).
+    float32 stays float32.  Raises ``TypeError`` for strings, ``None``,
+    complex numbers and other non-numbers, ``ValueError`` for ragged nested
+    sequences and integers too large for a float.
+
+    Examples
+    --------
+    >>> as_numbers(["x", "y"], "logits of model 'b'")
+    Traceback (most recent call last):
+    ...
+    TypeError: logits of model 'b' must be numbers; got ['x', 'y']
+    """
+    if isinstance(values, (str, bytes)):  # NumPy would make a 0-d string array
+        raise TypeError(f"{what} must be numbers; got {preview(values)}")
+    try:
+        arr = _asarray(values)
+    except ValueError:  # ragged nested sequences
+        raise ValueError(
+            f"{what} must be a flat sequence of numbers; got {preview(values)}"
+        ) from None
+    return _real(arr, what, f"; got {preview(values)}")
+
+
+def _real(arr: np.ndarray, name: str, got: str) -> np.ndarray:
+    """``arr`` if it holds real numbers (an object array of them converted)."""
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} must be real numbers, got complex values")
+    if arr.dtype == object:
+        arr = _object_to_float(arr, name)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be numbers{got}")
+    return arr
+
+
+def _ragged(obj: object, path: str) -> str | None:
+    """Where nested sequences first disagree in length, in words; else None.
+
+    Examples
+    --------
+    >>> _ragged([[1.0, 2.0], [1.0]], "logits")
+    'logits[0] has 2 values, logits[1] has 1 value'
+    >>> _ragged([[1.0, 2.0], "ab"], "logits")
+    "logits[0] has 2 values, logits[1] is 'ab', not a sequence of numbers"
+    """
+    if not isinstance(obj, (list, tuple)) or not obj:
+        return None
+
+    def size(item: object) -> int | None:
+        if isinstance(item, (list, tuple, np.ndarray)):
+            return len(item)
+        return None
+
+    def describe(i: int) -> str:
+        n = size(obj[i])
+        if n is None:
+            return f"{path}[{i}] is {preview(obj[i])}, not a sequence of numbers"
+        return f"{path}[{i}] has {n} value{'s' if n != 1 else ''}"
+
+    sizes = [size(item) for item in obj]
+    for i, n in enumerate(sizes):
+        if n != sizes[0]:
+            return f"{describe(0)}, {describe(i)}"
+    for i, item in enumerate(obj):
+        if isinstance(item, np.ndarray):
+            item = item.tolist()
+        found = _ragged(item, f"{path}[{i}]")
+        if found:
+            return found
+    return None
 
 
 def _object_to_float(arr: np.ndarray, name: str) -> np.ndarray:
@@ -272,6 +345,7 @@ def check_values(
     *,
     name: str = "logits",
     step_offset: tuple[int, ...] | None = None,
+    model_names: Sequence[str] | None = None,
 ) -> None:
     """Raise ``ValueError`` naming the first invalid entry of ``x``.
 
@@ -280,7 +354,9 @@ def check_values(
     batch), the model and the action.  One fast pass (the sum) clears the
     usual input: it is finite, or ``-inf`` only where actions are masked;
     the slower diagnosis runs only when the sum says there is something to
-    find.
+    find.  ``model_names`` (one per model) replaces the model's position
+    in the message, for input whose models the caller named (a mapping's
+    ids).
     """
     with np.errstate(over="ignore", invalid="ignore"):
         total = x.sum()
@@ -290,13 +366,16 @@ def check_values(
         if mask.any():
             where = np.argwhere(mask)[0]
             raise ValueError(
-                f"{name} contain {what}: {_locate(where, x.shape, step_offset)}; "
+                f"{name} contain {what}: "
+                f"{_locate(where, x.shape, step_offset, model_names=model_names)}; "
                 f"logits must be finite or -inf (a forbidden action)"
             )
     dead = np.isneginf(x).all(axis=-1)
     if dead.any():
         where = np.argwhere(dead)[0]
-        place = _locate(where, x.shape[:-1], step_offset, with_action=False)
+        place = _locate(
+            where, x.shape[:-1], step_offset, with_action=False, model_names=model_names
+        )
         raise ValueError(
             f"{name}: {place} has all actions at -inf (every action forbidden); "
             f"a model must allow at least one action"
@@ -309,6 +388,7 @@ def _locate(
     step_offset: tuple[int, ...] | None,
     *,
     with_action: bool = True,
+    model_names: Sequence[str] | None = None,
 ) -> str:
     """Describe an index into ``(*batch, n_models[, n_actions])`` in words."""
     idx = [int(i) for i in where]
@@ -319,7 +399,8 @@ def _locate(
         if step_offset is not None:
             step = [i + o for i, o in zip(step, step_offset, strict=True)]
         parts.append(f"step {tuple(step)}")
-    parts.append(f"model {idx[n_batch]}")
+    model = idx[n_batch]
+    parts.append(f"model {model_names[model] if model_names else model}")
     if with_action:
         parts.append(f"action {idx[n_batch + 1]}")
     return ", ".join(parts)

@@ -99,3 +99,68 @@ def test_both_commands_refuse_a_bad_encoding_from_the_environment():
         assert f"environment variable {var}: 'utf-16': swergio's headers" in (
             result.stderr
         )
+
+
+def _stderr_with(module: str, env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+    return result.returncode, result.stderr
+
+
+def test_agg_client_warns_of_an_unknown_variable_with_the_nearest_name():
+    # Port 1 refuses at once, so the command ends after its connect timeout.
+    env = {"AGG_PORTT": "1", "AGG_SERVER": "127.0.0.1", "AGG_PORT": "1",
+           "AGG_CONNECT_TIMEOUT": "0.2", "AGG_STEP_TIMOUT": "2"}  # fmt: skip
+    status, err = _stderr_with("ensemble_agg", env)
+    assert status == common.EXIT_UNREACHABLE
+    lines = err.splitlines()
+    assert (
+        "agg-client: warning: environment variable AGG_PORTT is not one of "
+        "agg-client's, ignored; did you mean AGG_PORT?"
+    ) in lines
+    assert any("AGG_STEP_TIMOUT" in x and "AGG_STEP_TIMEOUT?" in x for x in lines)
+    # the variables it does read are no typos
+    assert not any("AGG_SERVER " in x or "AGG_PORT " in x for x in lines), err
+
+
+def test_agg_client_says_agg_server_variables_are_agg_servers():
+    env = {"AGG_SERVER_PORT": "9", "AGG_SERVER_HOSTT": "x", "AGG_SERVER": "127.0.0.1",
+           "AGG_PORT": "1", "AGG_CONNECT_TIMEOUT": "0.2"}  # fmt: skip
+    status, err = _stderr_with("ensemble_agg", env)
+    assert status == common.EXIT_UNREACHABLE
+    lines = [x for x in err.splitlines() if "AGG_SERVER_" in x]
+    assert lines == [
+        "agg-client: note: AGG_SERVER_HOSTT is for agg-server (its variables are "
+        "AGG_SERVER_*), ignored by agg-client",
+        "agg-client: note: AGG_SERVER_PORT is for agg-server (its variables are "
+        "AGG_SERVER_*), ignored by agg-client; agg-client's own is AGG_PORT",
+    ]
+    assert "warning" not in err.split("cannot reach")[0].replace("WARNING", "")
+
+
+def test_agg_server_warns_of_its_own_typos_and_leaves_agg_client_variables():
+    # An address that cannot be listened on: exit 3 at once, after the warnings.
+    env = {"AGG_SERVER_PROT": "1", "AGG_PORT": "9", "AGG_SERVER": "x",
+           "AGG_SERVER_HOST": "256.0.0.1"}  # fmt: skip
+    status, err = _stderr_with("ensemble_agg.server_cli", env)
+    assert status == common.EXIT_CANNOT_BIND
+    lines = err.splitlines()
+    assert lines[0] == (
+        "agg-server: warning: environment variable AGG_SERVER_PROT is not one of "
+        "agg-server's, ignored; did you mean AGG_SERVER_PORT?"
+    )
+    assert lines[1].startswith("agg-server: cannot listen"), err
+    assert len(lines) == 2, err
+
+
+def test_no_warning_when_every_variable_is_known():
+    status, err = _stderr_with(
+        "ensemble_agg", {"AGG_MODELS": "2", "AGG_SEED": "1"}, "--demo"
+    )
+    assert status == 0
+    assert "environment variable" not in err and "note:" not in err, err

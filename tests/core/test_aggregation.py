@@ -374,6 +374,62 @@ class TestMappingInput:
         with pytest.raises(ValueError, match=re.escape(words)):
             aggregate(rows)
 
+    @pytest.mark.parametrize(
+        ("rows", "exc", "message"),
+        [
+            (
+                {"a": [1.0, 2.0], "b": [float("nan"), 1.0]},
+                ValueError,
+                "logits contain NaN: model 'b', action 0;",
+            ),
+            (
+                {"a": [1.0, 2.0], "b": [-math.inf, -math.inf]},
+                ValueError,
+                "logits: model 'b' has all actions at -inf",
+            ),
+            ({"a": [1.0], "b": "xy"}, TypeError, "logits of model 'b' must be numbers; got 'xy'"),
+            (
+                {"a": [1.0, 2.0], "b": ["x", "y"]},
+                TypeError,
+                "logits of model 'b' must be numbers; got ['x', 'y']",
+            ),
+            (
+                {"a": [1.0, 2.0], 7: [None, 1.0]},
+                TypeError,
+                "logits of model 7 must be numbers; got [None, 1.0]",
+            ),
+            (
+                {"a": [1.0, 2.0], "b": [[1.0, 2.0], [1.0]]},
+                ValueError,
+                "logits of model 'b' must be a flat sequence of numbers",
+            ),
+        ],
+    )  # fmt: skip
+    def test_errors_name_the_id_not_the_position(self, rows, exc, message):
+        with pytest.raises(exc) as info:
+            aggregate(rows)
+        assert str(info.value).startswith(message), str(info.value)
+        assert "model 1" not in str(info.value)
+
+    @settings(max_examples=50, deadline=None)
+    @given(
+        ids=st.lists(
+            st.text(min_size=1, max_size=8), min_size=2, max_size=6, unique=True
+        ),
+        data=st.data(),
+    )
+    def test_a_bad_row_is_named_by_its_id(self, ids, data):
+        bad = data.draw(st.sampled_from(ids))
+        value = data.draw(st.sampled_from([math.nan, math.inf]))
+        rows = {i: [0.0, value] if i == bad else [0.0, 1.0] for i in ids}
+        with pytest.raises(ValueError) as info:
+            aggregate(rows)
+        assert f"model {bad!r}, action 1;" in str(info.value)
+
+    def test_a_bad_weight_by_id_is_named_by_its_id(self):
+        with pytest.raises(ValueError, match="weight of model 'b' must be finite"):
+            aggregate({"a": [0.0, 1.0], "b": [0.0, 1.0]}, weights={"b": -1.0})
+
     def test_unknown_weight_ids_are_an_error(self):
         with pytest.raises(ValueError, match="weights name ids"):
             aggregate({"a": [0.0, 1.0]}, weights={"z": 1.0})
@@ -384,6 +440,23 @@ def test_stacked_single_row_policies_warn():
     with pytest.warns(SingleModelBatchWarning, match=r"logits\[:, 0\]"):
         result = aggregate(stacked, deterministic=True)
     assert result.contribution.shape == (20, 1)
+
+
+@pytest.mark.parametrize(
+    ("logits", "where"),
+    [
+        ([[1.0, 2.0], [1.0]], "logits[0] has 2 values, logits[1] has 1 value"),
+        ([[1.0, 2.0], "ab"], "logits[1] is 'ab', not a sequence of numbers"),
+        ([[[1.0, 2.0], [3.0, 4.0]], [[1.0, 2.0], [1.0]]], "logits[1][1] has 1 value"),
+    ],
+)
+def test_ragged_lists_say_which_rows_differ(logits, where):
+    with pytest.raises(ValueError) as info:
+        aggregate(logits)
+    message = str(info.value)
+    assert "rows of different lengths cannot be combined: " in message
+    assert message.endswith(where), message
+    assert "inhomogeneous" not in message  # no NumPy internals
 
 
 def test_huge_integers_are_a_clear_error():

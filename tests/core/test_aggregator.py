@@ -217,6 +217,20 @@ def test_unhashable_id():
         agg.submit(["a"], [0.0])
 
 
+@pytest.mark.parametrize("model_id", [["x"], {"x": 1}, {"x"}])
+@pytest.mark.parametrize("method", ["submit", "submit_row"])
+def test_unhashable_id_is_named_and_leaves_state_unchanged(model_id, method):
+    agg = Aggregator(2)
+    agg.submit("a", [0.0, 1.0])
+    before = snapshot(agg)
+    with pytest.raises(TypeError) as info:
+        getattr(agg, method)(model_id, [0.0, 1.0])
+    message = str(info.value)
+    assert message.startswith("model_id must be hashable"), message
+    assert f"got {type(model_id).__name__} {model_id!r}" in message
+    assert snapshot(agg) == before
+
+
 def test_add_contributions_validates_all_first():
     agg = Aggregator(1)
     agg.add_contributions({"a": 1.5})

@@ -90,3 +90,54 @@ def test_on_a_terminal_a_progress_line_then_the_summary():
     assert re.search(r"\r  round \d+/3000, [\d.]+ s, \d+ rounds/s", out)
     summary = out[out.rindex("\r") :]  # the line is wiped before the summary
     assert "rounds: " in summary and "contribution per model" in summary
+
+
+def test_output_closed_by_its_reader_is_a_quiet_clean_stop():
+    # ``agg-client --demo | head -2``: a real pipe whose reader leaves after
+    # two lines; the rest of the summary has nowhere to go.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ensemble_agg", "--demo", "--models", "3"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = [proc.stdout.readline(), proc.stdout.readline()]
+        proc.stdout.close()
+        status = proc.wait(timeout=60)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stderr.close()
+    assert first[0].startswith(f"{HEADER} 3 models,")
+    assert first[1].startswith("rounds: ")
+    assert status == 0, err
+    assert "Broken pipe" not in err and "BrokenPipeError" not in err, err
+
+
+def test_the_time_limit_is_named_when_it_stops_the_demo(monkeypatch):
+    from ensemble_agg.demo import swarm
+
+    monkeypatch.setattr(swarm, "TIME_BUDGET", 1.0)
+    buf = io.StringIO()
+    assert run_demo(models=3, rounds=10**7, seed=1, out=buf) == 0
+    line = next(x for x in buf.getvalue().splitlines() if x.startswith("rounds: "))
+    assert re.fullmatch(
+        r"rounds: \d+ of 10000000 in 1\.\d s \(\d+ rounds/s, observation to "
+        r"action\); stopped at the demo's 1 s limit",
+        line,
+    ), line
+
+
+def test_a_short_mean_episode_says_why():
+    buf = io.StringIO()
+    assert run_demo(models=20, rounds=300, seed=None, out=buf) == 0
+    out = buf.getvalue()
+    mean = float(re.search(r"mean length ([\d.]+) steps", out)[1])
+    assert mean < 22  # the default swarm's ensemble, seeded
+    assert "shorter than random pushes last, about 22 steps" in out
+    assert "not learning" in out
