@@ -7,10 +7,12 @@
   the one server, for stock and tuned clients alike.
 - ``state_file``: the contribution tally on disk.
 
-``from ensemble_agg.transport import TunedClient, tune_client`` is the public
-path of the client; importing it imports swergio.
+``from ensemble_agg.transport import AggServer, TunedClient, tune_client`` is
+the public path of agg-server's server class and of the client; importing it
+imports swergio.
 """
 
 from .client import ConnectionLost, IOCounters, TunedClient, tune_client
+from .server import AggServer
 
-__all__ = ["ConnectionLost", "IOCounters", "TunedClient", "tune_client"]
+__all__ = ["AggServer", "ConnectionLost", "IOCounters", "TunedClient", "tune_client"]
