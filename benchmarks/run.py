@@ -9,7 +9,8 @@ Prints a table (figure, baseline, ours, ratio, target), writes
 ``results.json`` and ``scaling.png`` (if matplotlib is installed) to
 ``--out`` (default ``benchmarks/results``).  Every speed target is a ratio
 or a figure measured in this same run; nothing here asserts anything.
-The torch baseline (``baseline.py``, ``original_03_aggregation.py``) runs
+The torch baseline (``tests/reference/``: ``torch_baseline.py``,
+``original_03_aggregation.py``) runs
 only where ``torch==2.13.0`` is installed.
 """
 
@@ -37,13 +38,16 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# The torch reference (the original component and its helper) is the tests'.
+REFERENCE = HERE.parent / "tests" / "reference"
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(REFERENCE))
 
 try:
     import torch
 
     torch.set_num_threads(1)
-    import baseline
+    import torch_baseline as baseline
 
     HAVE_TORCH = True
 except ImportError:
@@ -594,7 +598,7 @@ def _loop_pair(cfg, paced: bool) -> tuple[dict, dict | None]:
     )
     base = None
     if HAVE_TORCH:
-        original = [sys.executable, str(HERE / "original_03_aggregation.py"), HOST]
+        original = [sys.executable, str(REFERENCE / "original_03_aggregation.py"), HOST]
         base = _measure_loop(
             [*original, str(port := _free_port())],
             port,

@@ -1,6 +1,6 @@
 """Shared test helpers: the torch original, and an aggregator's whole state.
 
-``torch_get_action`` is ``benchmarks/baseline.py``'s ``get_action_detailed``:
+``torch_get_action`` is ``tests/reference/torch_baseline.py``'s ``get_action_detailed``:
 the original component's helper, which the benchmarks time and the parity
 tests compare against (that module says what it adds to the original).
 """
@@ -17,7 +17,7 @@ except ImportError:  # parity tests skip without torch
     HAVE_TORCH = False
 
 if HAVE_TORCH:
-    from benchmarks.baseline import get_action_detailed as torch_get_action
+    from .reference.torch_baseline import get_action_detailed as torch_get_action
 else:
     torch_get_action = None
 

@@ -1,7 +1,7 @@
 """What the original torch component does, tried: the ground for docs/migrating.rst.
 
 Each test starts a stock swergio server and the original component
-(``benchmarks/original_03_aggregation.py``, the tutorial's code) as real
+(``tests/reference/original_03_aggregation.py``, the tutorial's code) as real
 processes, talks to them over real sockets and checks what the migration
 page says about the original.  They run only where torch imports (.ci/run
 installs ``torch==2.13.0``).
@@ -22,8 +22,9 @@ from ..swergio_helpers import HOST, RawPeer, ServerProcess, data, raw_frame, wai
 
 pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
 
-ORIGINAL = Path(__file__).resolve().parents[2] / "benchmarks"
-ORIGINAL = ORIGINAL / "original_03_aggregation.py"
+ORIGINAL = (
+    Path(__file__).resolve().parents[1] / "reference" / "original_03_aggregation.py"
+)
 
 
 class Original:

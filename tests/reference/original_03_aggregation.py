@@ -1,9 +1,9 @@
 """The original torch aggregator component, as in the swergio tutorial
-(``03_aggregation.rst``), for the benchmarks' baseline.
+(``03_aggregation.rst``), for the tests and the benchmarks' baseline.
 
 Changed only so it can be started against a given server: ``SERVER`` and
 ``PORT`` come from the command line, and ``NR_OF_MODELS`` from an optional
-third argument.  ``get_action`` is imported from ``baseline.py``, where the
+third argument.  ``get_action`` is imported from ``torch_baseline.py``, where the
 tutorial's function is kept unchanged for the in-process baselines too.
 Everything else is the tutorial's code.
 """
@@ -12,8 +12,8 @@ import copy
 import sys
 
 import torch  # noqa: F401  (imported as in the tutorial)
-from baseline import get_action  # the tutorial's get_action, kept there unchanged
 from swergio import MESSAGE_TYPE, Client, Trigger
+from torch_baseline import get_action  # the tutorial's get_action, kept there unchanged
 
 COMPONENT_NAME = "aggregation"
 SERVER = sys.argv[1]
