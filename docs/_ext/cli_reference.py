@@ -1,8 +1,8 @@
 """``.. agg-client-options::`` and ``.. agg-server-options::``: the commands'
 references, from their real parsers.
 
-Renders every option of ``ensemble_agg.cli.build_parser()`` (or
-``ensemble_agg.server_cli.build_parser()``): flag, metavar, environment
+Renders every option of ``ensemble_agg.cli.agg_client.build_parser()`` (or
+``ensemble_agg.cli.agg_server.build_parser()``): flag, metavar, environment
 variable, help with its default, as a table, so the docs cannot drift from
 the code.
 """

@@ -2,7 +2,7 @@
 
 ``main(argv)`` parses the options (each also read from an
 ``AGG_SERVER_<NAME>`` environment variable), sets up logging, installs
-SIGINT/SIGTERM handlers that only ask the server to stop, and runs
+SIGINT/SIGTERM/SIGHUP handlers that only ask the server to stop, and runs
 :class:`~ensemble_agg.transport.server.AggServer` until then.
 Exit status: 0 after a clean stop or a signal, 2 for a usage error, 3 if it
 cannot listen on the address (in use, not this host's, not resolvable).

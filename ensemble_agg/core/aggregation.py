@@ -24,7 +24,7 @@ Members are kept factored, ``w_i p_i(a) = e[i, a] * coef[i]`` with
 over models and the contribution only the chosen action's column.  Each
 step is shifted by its own largest logit, and only steps in which some
 model's logits lie far below that are shifted model by model (the product
-rule always is); sums over models and actions go through ``einsum``, one
+rule always is); the sums over models go through ``einsum``, one
 step at a time in a fixed order.  So a step's result depends on its logits
 alone, to the last bit, whatever batch or dask chunk it came in.
 

@@ -9,7 +9,7 @@ relative precision (``1 - r`` would not).
 :func:`sum_two_actions_rows` takes unchecked Python rows and checks as it
 computes: it returns ``None`` when the input is not its to handle (NaN,
 ``+inf``, a model with both actions at ``-inf``, non-numbers, rows that are
-not pairs, a sum that overflowed), and the caller then takes the general
+not pairs, an integer too large for a float), and the caller then takes the general
 path, which either computes the same thing or raises the precise error.
 :func:`sum_two_actions_batched` takes an array already checked by
 ``checks.as_logits`` and always returns a result.  Both compute the same

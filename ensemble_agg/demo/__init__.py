@@ -1,7 +1,7 @@
 """The self-contained demonstration (``agg-client --demo``) and its environment.
 
 ``CartPole`` is the classic control task in NumPy (the demo's and the
-tutorial's environment); ``run_demo`` runs agg-server, agg-client, 20 models,
+tutorial's environment); ``run_demo`` runs agg-server, agg-client, ``models`` models (default 20),
 an environment and an evolution component on 127.0.0.1.
 """
 

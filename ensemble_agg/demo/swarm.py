@@ -2,7 +2,7 @@
 
 It starts, in this process: a swergio server (agg-server's, on a free
 port), the real aggregator component (:class:`AggregatorComponent`, the same
-code ``agg-client`` runs), 20 simulated models (swergio clients with small
+code ``agg-client`` runs), ``models`` simulated models (default 20) (swergio clients with small
 random linear policies), a CartPole environment and an evolution-like
 component that asks for the contributions every few hundred rounds.  Then it
 prints rounds/s (saying so when the 20 s limit stopped it before its rounds

@@ -16,10 +16,10 @@ other of swergio's types, :mod:`~ensemble_agg.protocol.message_types`:
 ignored silently, not counted); a ``TYPE`` swergio does not define
 (dropped); or a ``DATA/CUSTOM`` message in the logits or the evolution
 room.  In the logits room a message with ``LOGITS`` or ``COMPONENT_ID`` is
-a submission: ``messages`` checks its shape,
-:meth:`ensemble_agg.Aggregator.submit` converts and checks its values and
-keeps the round.  In the evolution room ``CMD: GET`` pops the tally.  A
-peer's mistake is :class:`~ensemble_agg.BadMessage` or the
+a submission: ``messages.parse_submission`` checks its shape and converts
+and checks its values, and :meth:`ensemble_agg.Aggregator.submit_row` checks
+the model id and the width and keeps the round.  In the evolution room
+``CMD: GET`` pops the tally.  A peer's mistake is :class:`~ensemble_agg.BadMessage` or the
 aggregator's ``ValueError``/``TypeError``, converted here, in one place, into
 one rate-limited WARNING; anything else is a bug and goes to the caller's
 exception boundary.

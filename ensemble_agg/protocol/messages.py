@@ -92,7 +92,7 @@ def parse_submission(message: dict[str, Any], max_actions: int) -> Submission | 
     and returns ``None``.  Otherwise both must be there: ``COMPONENT_ID`` a
     non-empty string of at most 256 characters, ``LOGITS`` a non-empty list of
     at most `max_actions` JSON numbers (not booleans), and
-    ``DETERMINISTIC``, if present, a boolean.  The length is checked before
+    ``DETERMINISTIC``, if present, a boolean or null (false).  The length is checked before
     the entries, so a huge list is rejected cheaply; then the entries are
     converted to floats and checked (NaN, ``+inf``, an integer too large for
     a float, every action at ``-inf``) by ``as_row``, the same function that

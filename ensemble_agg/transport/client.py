@@ -165,7 +165,7 @@ class TunedClient(Client):
     format, header_length, **kwargs``), plus:
 
     max_body : int, optional
-        Frames with a longer body are skipped unread (logged).  Default 64 MiB.
+        Frames with a longer body are skipped unread (counted in :attr:`skipped`).  Default 64 MiB.
     connect_timeout : float, optional
         Timeout of one connection attempt, in seconds.  Default 5.
 

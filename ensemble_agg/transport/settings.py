@@ -1,7 +1,7 @@
 """agg-client's settings, defined once.
 
 Each field of :class:`Settings` carries its command-line flag's metadata
-(converter, metavar, help, choices); ``cli.build_parser`` builds the parser
+(converter, metavar, help, choices); ``cli.agg_client.build_parser`` builds the parser
 and the ``AGG_<NAME>`` environment variables from them, and the docs' CLI
 reference is generated from that parser, so flag, variable, default and help
 cannot drift apart.

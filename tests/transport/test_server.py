@@ -633,7 +633,7 @@ def test_warnings_are_rate_limited(caplog):
 
 def test_every_write_starts_a_frame_and_several_only_within_one_segment():
     # swergio's client reads a header with one recv(): a write that the kernel
-    # cuts short must never end inside a header (see _server's docstring).
+    # cuts short must never end inside a header (see transport/server.py's docstring).
     from ensemble_agg.protocol.framing import FrameDecoder
     from ensemble_agg.transport.server import _Conn
 
