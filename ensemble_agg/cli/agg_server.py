@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..observe.http import parse_address
 from ..protocol.routing import MAX_NAME, MAX_ROOM_NAME, MAX_ROOMS_PER_CONN
 from ..transport.server import (
     DEFAULT_FRAME_TIMEOUT,
@@ -158,6 +159,15 @@ OPTIONS: list[OptionSpec] = [
         "so a client cannot claim another's name (default: off, as swergio)",
     ),
     _SHARED["--stats-interval"],
+    (
+        "--http",
+        parse_address,
+        None,
+        "[HOST:]PORT",
+        "serve /metrics (Prometheus), /healthz, /status and a live page on this "
+        "address; HOST defaults to 127.0.0.1; needs the http extra "
+        "(default: off)",
+    ),
     _SHARED["--log-level"],
 ]
 
@@ -196,6 +206,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns the exit status (see the module docstring).
     """
     args = build_parser().parse_args(argv)
+    recorder = None
+    if args.http is not None:
+        from ..observe import MissingExtraError, ServerRecorder, require_http_extra
+
+        try:
+            require_http_extra("--http")
+        except MissingExtraError as exc:
+            print(f"agg-server: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        recorder = ServerRecorder()
     setup_logging(args.log_level)
     host = args.host
     if host is None:  # the original's default: this host's address
@@ -204,6 +224,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if host is None:
             return EXIT_CANNOT_BIND
+    endpoint = None
+    if recorder is not None:
+        from ..observe import HttpEndpoint
+
+        http_host, http_port = args.http
+        endpoint = HttpEndpoint(http_host, http_port, recorder.latest, "agg-server")
+        try:
+            endpoint.start()
+        except OSError as exc:
+            print(
+                f"agg-server: cannot listen on {http_host}:{http_port} for --http: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return EXIT_CANNOT_BIND
+        logger.info(
+            "serving /metrics, /healthz, /status and the live page on http://%s:%d/",
+            http_host,
+            endpoint.port,
+        )
     try:
         server = AggServer(
             host,
@@ -222,8 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_name_chars=args.max_name_chars,
             max_room_chars=args.max_room_chars,
             max_rooms_per_client=args.max_rooms_per_client,
+            recorder=recorder,
         )
     except OSError as exc:
+        if endpoint is not None:
+            endpoint.stop()
         reason = exc.strerror or str(exc)
         print(
             f"agg-server: cannot listen on {host}:{args.port}: {reason}",
@@ -232,7 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CANNOT_BIND
 
     on_stop_signals(server.stop)
-    server.start()
+    try:
+        server.start()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return EXIT_OK
 
 

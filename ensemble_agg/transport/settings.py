@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.checks import RULES
+from ..observe.http import parse_address
 
 __all__ = [
     "CLIENT_MAX_FRAME_BYTES",
@@ -270,6 +271,14 @@ class Settings:
         nonnegative_float,
         "SECONDS",
         "one INFO line of counters this often; 0 turns it off (default: %(default)s)",
+    )
+    http: tuple[str, int] | None = _opt(
+        None,
+        parse_address,
+        "[HOST:]PORT",
+        "serve /metrics (Prometheus), /healthz, /status and a live page on this "
+        "address; HOST defaults to 127.0.0.1; needs the http extra "
+        "(default: off)",
     )
     log_level: str = _opt(
         "INFO",
