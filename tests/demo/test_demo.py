@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from ensemble_agg.cli.agg_client import main
 from ensemble_agg.demo.swarm import run_demo
 
@@ -90,3 +92,15 @@ def test_on_a_terminal_a_progress_line_then_the_summary():
     assert re.search(r"\r  round \d+/3000, [\d.]+ s, \d+ rounds/s", out)
     summary = out[out.rindex("\r") :]  # the line is wiped before the summary
     assert "rounds: " in summary and "contribution per model" in summary
+
+
+def test_http_prints_the_live_page_url():
+    pytest.importorskip("prometheus_client")
+    buf = io.StringIO()
+    assert run_demo(models=3, rounds=60, seed=1, out=buf, http=("127.0.0.1", 0)) == 0
+    line = next(x for x in buf.getvalue().splitlines() if x.startswith("live page:"))
+    assert re.fullmatch(
+        r"live page: http://127\.0\.0\.1:\d+/ \(metrics at http://127\.0\.0\.1:\d+/"
+        r"metrics, while the demo runs\)",
+        line,
+    ), line
