@@ -487,7 +487,10 @@ class AggServer:
         recorder.set_state(
             clients=len(self._conns),
             registered_names=len(self._conns) - len(self._unregistered),
-            room_members=self._router.member_counts(),
+            # the reserved rooms exist from the start; only rooms in use count
+            room_members={
+                room: n for room, n in self._router.member_counts().items() if n
+            },
             queue_bytes=self._queued,
             slowest_readers=[(self._who(c), c.out_bytes) for c in readers],
         )
