@@ -503,6 +503,72 @@ def bench_loops(cfg):
     bench_whole_loop(cfg)
 
 
+@contextlib.contextmanager
+def _scraper(port: int):
+    """Read ``/metrics`` and ``/status`` on ``port`` every second, as an open page
+    and a Prometheus scrape would, until the block ends."""
+    import threading
+    import urllib.request
+
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(1.0):
+            for path in ("/metrics", "/status"):
+                with contextlib.suppress(OSError):
+                    url = f"http://{HOST}:{port}{path}"
+                    with urllib.request.urlopen(url, timeout=2) as r:
+                        r.read()
+
+    thread = threading.Thread(target=scrape, name="scraper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def bench_http_cost(cfg):
+    """agg-client with --http off and on, alternating in one run (the machine's
+    load drifts; alternating spreads it over both), medians compared."""
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for _ in range(cfg["http_repeats"]):
+        for on in (False, True):
+            port = _free_port()
+            cmd = _agg_client(port)
+            watch: Any = contextlib.nullcontext()
+            if on:
+                http = _free_port()
+                cmd += ["--http", f"{HOST}:{http}"]
+                watch = _scraper(http)
+            with watch:
+                runs[on].append(
+                    _measure_loop(cmd, port, cfg["http_rounds"], cfg["loop_warmup"])
+                )
+    cpu = {on: statistics.median(r["cpu_per_round"] for r in runs[on]) for on in runs}
+    rate = {on: statistics.median(r["rounds_per_s"] for r in runs[on]) for on in runs}
+    row(
+        "agg-client CPU per round, --http off (baseline) vs on, scraped 1/s",
+        "ms/round",
+        cpu[False] * 1e3,
+        cpu[True] * 1e3,
+        "within 5% of off",
+        cpu[True] <= 1.05 * cpu[False],
+        note=f"medians of {cfg['http_repeats']} alternating runs of "
+        f"{cfg['http_rounds']} rounds each; /metrics and /status read every second",
+    )
+    row(
+        "loop rounds/s, agg-client --http off (baseline) vs on, scraped 1/s",
+        "rounds/s",
+        rate[False],
+        rate[True],
+        "within 5% of off",
+        rate[True] >= 0.95 * rate[False],
+        ratio=rate[True] / rate[False],
+    )
+
+
 def _whole_loop(tuned: bool, rounds: int) -> float:
     """rounds/s of server + 20 swergio model clients + environment + agg-client."""
     from swergio import Client
@@ -637,6 +703,8 @@ CONFIGS = {
         import_runs=7,
         loop_rounds=3000,
         loop_warmup=300,
+        http_rounds=5000,
+        http_repeats=3,
         original_rounds=100,
         stock_rounds=60,
         single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
@@ -650,6 +718,8 @@ CONFIGS = {
         import_runs=3,
         loop_rounds=1000,
         loop_warmup=100,
+        http_rounds=2000,
+        http_repeats=2,
         original_rounds=40,
         stock_rounds=30,
         single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
@@ -663,6 +733,8 @@ CONFIGS = {
         import_runs=1,
         loop_rounds=20,
         loop_warmup=2,
+        http_rounds=20,
+        http_repeats=1,
         original_rounds=3,
         stock_rounds=3,
         single_shapes=[(20, 2), (20, 18)],
@@ -706,6 +778,7 @@ def main(argv=None) -> int:
     bench_submit(cfg)
     bench_footprint(cfg)
     bench_loops(cfg)
+    bench_http_cost(cfg)
     curves = bench_scaling(cfg)
     png = args.out / "scaling.png"
     plotted = plot(curves, png)
