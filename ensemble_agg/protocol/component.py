@@ -82,8 +82,8 @@ logger = logging.getLogger(__name__)
 DROP_REASONS = (
     "undecodable",  # not JSON, or not a JSON object
     "unknown_type",  # a TYPE swergio does not define
-    "malformed",  # a submission's keys or LOGITS' shape
-    "bad_logits",  # values the aggregator refuses (NaN, length, ...)
+    "malformed",  # a submission's keys, or LOGITS not a list of finite numbers
+    "bad_logits",  # LOGITS the round refuses (another length than the round's)
     "unknown_model",  # an id --model-ids does not list
     "id_cap",  # a new id past --max-ids
     "bad_command",  # an evolution message whose CMD is not a string
