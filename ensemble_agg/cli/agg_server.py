@@ -17,7 +17,6 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..observe.http import parse_address
 from ..protocol.routing import MAX_NAME, MAX_ROOM_NAME, MAX_ROOMS_PER_CONN
 from ..transport.server import (
     DEFAULT_FRAME_TIMEOUT,
@@ -30,6 +29,7 @@ from ..transport.server import (
 from ..transport.settings import (
     LOG_LEVELS,
     encoding,
+    http_address,
     nonnegative_float,
     port,
     positive_int,
@@ -161,7 +161,7 @@ OPTIONS: list[OptionSpec] = [
     _SHARED["--stats-interval"],
     (
         "--http",
-        parse_address,
+        http_address,
         None,
         "[HOST:]PORT",
         "serve /metrics (Prometheus), /healthz, /status and a live page on this "

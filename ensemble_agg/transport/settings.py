@@ -104,6 +104,23 @@ def encoding(text: str) -> str:
     return text
 
 
+def http_address(text: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` for ``--http`` (both commands); HOST defaults to 127.0.0.1.
+
+    Examples
+    --------
+    >>> http_address("9464"), http_address("0.0.0.0:9464")
+    (('127.0.0.1', 9464), ('0.0.0.0', 9464))
+    """
+    try:
+        return parse_address(text)
+    except ValueError as exc:  # argparse names the option and the value already
+        why = str(exc).rpartition(": ")[2]
+        raise ValueError(
+            f"{why} (expected [HOST:]PORT, e.g. 9464 or 127.0.0.1:9464)"
+        ) from None
+
+
 def model_ids(text: str) -> list[str]:
     """``a,b,c`` or ``@FILE`` with one id a line."""
     ids = _lines_or_commas(text)
@@ -274,7 +291,7 @@ class Settings:
     )
     http: tuple[str, int] | None = _opt(
         None,
-        parse_address,
+        http_address,
         "[HOST:]PORT",
         "serve /metrics (Prometheus), /healthz, /status and a live page on this "
         "address; HOST defaults to 127.0.0.1; needs the http extra "
