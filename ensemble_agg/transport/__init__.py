@@ -8,9 +8,11 @@
 - ``state_file``: the contribution tally on disk.
 
 ``from ensemble_agg.transport import TunedClient, tune_client`` is the public
-path of the client; importing it imports swergio.
+path of the client (importing it imports swergio), and
+``from ensemble_agg.transport import AggServer`` that of the server.
 """
 
 from .client import ConnectionLost, IOCounters, TunedClient, tune_client
+from .server import AggServer
 
-__all__ = ["ConnectionLost", "IOCounters", "TunedClient", "tune_client"]
+__all__ = ["AggServer", "ConnectionLost", "IOCounters", "TunedClient", "tune_client"]
