@@ -659,6 +659,72 @@ def bench_loops(cfg):
     bench_whole_loop(cfg)
 
 
+@contextlib.contextmanager
+def _scraper(port: int):
+    """Read ``/metrics`` and ``/status`` on ``port`` every second, as an open page
+    and a Prometheus scrape would, until the block ends."""
+    import threading
+    import urllib.request
+
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(1.0):
+            for path in ("/metrics", "/status"):
+                with contextlib.suppress(OSError):
+                    url = f"http://{HOST}:{port}{path}"
+                    with urllib.request.urlopen(url, timeout=2) as r:
+                        r.read()
+
+    thread = threading.Thread(target=scrape, name="scraper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def bench_http_cost(cfg):
+    """agg-client with --http off and on, alternating in one run (the machine's
+    load drifts; alternating spreads it over both), medians compared."""
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for _ in range(cfg["http_repeats"]):
+        for on in (False, True):
+            port = _free_port()
+            cmd = _agg_client(port)
+            watch: Any = contextlib.nullcontext()
+            if on:
+                http = _free_port()
+                cmd += ["--http", f"{HOST}:{http}"]
+                watch = _scraper(http)
+            with watch:
+                runs[on].append(
+                    _measure_loop(cmd, port, cfg["http_rounds"], cfg["loop_warmup"])
+                )
+    cpu = {on: statistics.median(r["cpu_per_round"] for r in runs[on]) for on in runs}
+    rate = {on: statistics.median(r["rounds_per_s"] for r in runs[on]) for on in runs}
+    row(
+        "agg-client CPU per round, --http off (baseline) vs on, scraped 1/s",
+        "ms/round",
+        cpu[False] * 1e3,
+        cpu[True] * 1e3,
+        "within 5% of off",
+        cpu[True] <= 1.05 * cpu[False],
+        note=f"medians of {cfg['http_repeats']} alternating runs of "
+        f"{cfg['http_rounds']} rounds each; /metrics and /status read every second",
+    )
+    row(
+        "loop rounds/s, agg-client --http off (baseline) vs on, scraped 1/s",
+        "rounds/s",
+        rate[False],
+        rate[True],
+        "within 5% of off",
+        rate[True] >= 0.95 * rate[False],
+        ratio=rate[True] / rate[False],
+    )
+
+
 def _whole_loop(tuned: bool, rounds: int) -> float:
     """rounds/s of server + 20 swergio model clients + environment + agg-client."""
     from swergio import Client
@@ -826,6 +892,8 @@ CONFIGS = {
         original_paced_rounds=200,
         fanout="full",
         fanout_repeats=3,
+        http_rounds=5000,
+        http_repeats=3,
         stock_rounds=60,
         single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
         batch_shapes=[(100_000, 20, 2), (10_000, 20, 18)],
@@ -845,6 +913,8 @@ CONFIGS = {
         original_paced_rounds=60,
         fanout="quick",
         fanout_repeats=1,
+        http_rounds=2000,
+        http_repeats=2,
         stock_rounds=30,
         single_shapes=[(20, 2), (20, 18), (200, 100), (1000, 1000)],
         batch_shapes=[(100_000, 20, 2), (10_000, 20, 18)],
@@ -864,6 +934,8 @@ CONFIGS = {
         original_paced_rounds=3,
         fanout="smoke",
         fanout_repeats=1,
+        http_rounds=20,
+        http_repeats=1,
         stock_rounds=3,
         single_shapes=[(20, 2), (20, 18)],
         batch_shapes=[(1000, 20, 2), (100, 20, 18)],
@@ -879,6 +951,7 @@ BENCHES = {
     "submit": bench_submit,
     "footprint": bench_footprint,
     "loops": bench_loops,
+    "http": bench_http_cost,
     "fanout": bench_fanout,
     "scaling": bench_scaling,
 }

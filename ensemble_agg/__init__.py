@@ -60,6 +60,8 @@ it in this list, never the reverse:
   ``dask_backend`` (imported on first use) and everything else to the core.
 - ``protocol``: swergio without sockets: framing, the message-type table,
   the aggregator's message checks and rules, agg-server's router.
+- ``observe``: what ``--http`` serves: sans-I/O recorders, Prometheus
+  metrics, the HTTP endpoint on its own thread, the live page.
 - ``transport``: the I/O loops: the swergio client
   (:mod:`ensemble_agg.transport`), agg-client's component loop, agg-server,
   the state file.

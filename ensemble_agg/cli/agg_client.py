@@ -111,6 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings(**args)
     except ValueError as exc:
         parser.error(str(exc))
+    if settings.http is not None:
+        from ..observe import MissingExtraError, require_http_extra
+
+        try:
+            require_http_extra("--http")
+        except MissingExtraError as exc:
+            print(f"agg-client: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     setup_logging(settings.log_level)
     if demo:
         from ..demo.swarm import run_demo
@@ -121,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rule=settings.rule,
                 temperature=settings.temperature,
                 models=settings.models,
+                http=settings.http,
             )
         except ValueError as exc:  # --models out of the demo's range
             print(f"agg-client: {exc}", file=sys.stderr)
@@ -143,7 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     received: list[int] = []
     on_stop_signals(stop.set, received)
 
-    from ..transport.component import AggregatorComponent, ServerUnreachable
+    from ..transport.component import (
+        AggregatorComponent,
+        HttpBindError,
+        ServerUnreachable,
+    )
     from ..transport.state_file import StateFileError
 
     if settings.server is None:  # the original's default: this host's address
@@ -163,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         component.run()
+    except HttpBindError as exc:
+        print(f"agg-client: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ServerUnreachable as exc:
         print(f"agg-client: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

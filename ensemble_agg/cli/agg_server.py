@@ -29,6 +29,7 @@ from ..transport.server import (
 from ..transport.settings import (
     LOG_LEVELS,
     encoding,
+    http_address,
     nonnegative_float,
     port,
     positive_int,
@@ -159,6 +160,15 @@ OPTIONS: list[OptionSpec] = [
         "so a client cannot claim another's name (default: off, as swergio)",
     ),
     _SHARED["--stats-interval"],
+    (
+        "--http",
+        http_address,
+        None,
+        "[HOST:]PORT",
+        "serve /metrics (Prometheus), /healthz, /status and a live page on this "
+        "address; HOST defaults to 127.0.0.1; needs the http extra "
+        "(default: off)",
+    ),
     _SHARED["--log-level"],
 ]
 
@@ -199,6 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warn_unknown_env(parser, "AGG_SERVER_", os.environ)
+    recorder = None
+    if args.http is not None:
+        from ..observe import MissingExtraError, ServerRecorder, require_http_extra
+
+        try:
+            require_http_extra("--http")
+        except MissingExtraError as exc:
+            print(f"agg-server: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        recorder = ServerRecorder()
     setup_logging(args.log_level)
     host = args.host
     if host is None:  # the original's default: this host's address
@@ -207,6 +227,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if host is None:
             return EXIT_CANNOT_BIND
+    endpoint = None
+    if recorder is not None:
+        from ..observe import HttpEndpoint
+
+        http_host, http_port = args.http
+        endpoint = HttpEndpoint(http_host, http_port, recorder.latest, "agg-server")
+        try:
+            endpoint.start()
+        except OSError as exc:
+            print(
+                f"agg-server: cannot listen on {http_host}:{http_port} for --http: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return EXIT_CANNOT_BIND
+        logger.info(
+            "serving /metrics, /healthz, /status and the live page on http://%s:%d/",
+            http_host,
+            endpoint.port,
+        )
     try:
         server = AggServer(
             host,
@@ -225,8 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_name_chars=args.max_name_chars,
             max_room_chars=args.max_room_chars,
             max_rooms_per_client=args.max_rooms_per_client,
+            recorder=recorder,
         )
     except OSError as exc:
+        if endpoint is not None:
+            endpoint.stop()
         reason = exc.strerror or str(exc)
         print(
             f"agg-server: cannot listen on {host}:{args.port}: {reason}",
@@ -235,7 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CANNOT_BIND
 
     on_stop_signals(server.stop)
-    server.start()
+    try:
+        server.start()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return EXIT_OK
 
 

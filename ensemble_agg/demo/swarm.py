@@ -181,6 +181,7 @@ def run_demo(
     rounds: int = ROUNDS,
     models: int = N_MODELS,
     out: TextIO | None = None,
+    http: tuple[str, int] | None = None,
 ) -> int:
     """Run the demonstration and print its summary; return the exit status 0.
 
@@ -197,6 +198,9 @@ def run_demo(
     out : text stream, optional
         Where the summary goes (default: standard output).  A progress line
         is drawn there only when it is a terminal.
+    http : (host, port), optional
+        Serve the aggregator's live page and metrics there while the demo
+        runs (as ``agg-client --http``); its URL is printed.
 
     Raises
     ------
@@ -217,7 +221,7 @@ def run_demo(
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, not {rounds}")
     with _component_info_held_back():
-        return _run(seed, rule, temperature, rounds, models, out)
+        return _run(seed, rule, temperature, rounds, models, out, http)
 
 
 def _run(
@@ -227,6 +231,7 @@ def _run(
     rounds: int,
     n_models: int,
     out: TextIO | None,
+    http: tuple[str, int] | None = None,
 ) -> int:
     stream = sys.stdout if out is None else out
 
@@ -252,8 +257,12 @@ def _run(
         seed=seed,
         stats_interval=0,
         step_timeout=2.0,
+        http=http,
     )
     component = AggregatorComponent(settings, stop=stop)
+    url = component.start_http()
+    if url is not None:
+        write(f"live page: {url} (metrics at {url}metrics, while the demo runs)")
     agg_thread = threading.Thread(target=component.run, name="aggregator", daemon=True)
     agg_thread.start()
     env = TunedClient("environment", host, port)

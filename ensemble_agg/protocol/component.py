@@ -32,6 +32,13 @@ copy of the shares it cleared, so a ``CONTRIBUTION`` that is pushed out or
 still held at stop goes back into the tally (:meth:`~AggregatorProtocol.unsent`)
 and the next GET answers it.  If the caller could not save a GET's cleared
 tally, the reply says so (:meth:`~AggregatorProtocol.reply_not_saved`).
+
+Observing: the protocol may hold a :class:`Recorder` (``None`` by default,
+and then each event costs one ``if``).  It is told what only the protocol
+sees (submissions accepted, rounds, early closes, GETs, drops with a short,
+bounded category from :data:`DROP_REASONS`, never the peer's text); the
+socket loop tells it the rest.  This module only describes the recorder's
+methods; ``ensemble_agg.observe`` implements them.
 """
 
 from __future__ import annotations
@@ -39,9 +46,9 @@ from __future__ import annotations
 import collections
 import logging
 import uuid
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..core.aggregator import Aggregator
 from ..errors import IdRejection, UnknownModelError
@@ -58,14 +65,55 @@ from .messages import (
 )
 
 __all__ = [
+    "DROP_REASONS",
     "OUTBOX_LIMIT",
     "AggregatorProtocol",
     "Counters",
     "Outbox",
     "Outgoing",
+    "Recorder",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+#: The categories a dropped message is counted under (a metric's label
+#: values, so a fixed few; the log line has the details).
+DROP_REASONS = (
+    "undecodable",  # not JSON, or not a JSON object
+    "unknown_type",  # a TYPE swergio does not define
+    "malformed",  # a submission's keys, or LOGITS not a list of finite numbers
+    "bad_logits",  # LOGITS the round refuses (another length than the round's)
+    "unknown_model",  # an id --model-ids does not list
+    "id_cap",  # a new id past --max-ids
+    "bad_command",  # an evolution message whose CMD is not a string
+)
+
+
+class Recorder(Protocol):
+    """What the protocol tells an observer (``ensemble_agg.observe.ClientRecorder``)."""
+
+    def submission(self, model_id: Hashable, now: float) -> None: ...
+
+    def round_done(
+        self, now: float, action: int, contributions: Mapping[Hashable, float]
+    ) -> None: ...
+
+    def early_close(
+        self, now: float, missing_models: Iterable[Hashable], *, discarded: bool = False
+    ) -> None: ...
+
+    def drop(self, reason: str) -> None: ...
+
+    def get_served(self) -> None: ...
+
+
+class _Refused(BadMessage):
+    """A peer's submission the aggregator refused, with its drop category."""
+
+    def __init__(self, text: str, category: str) -> None:
+        super().__init__(text)
+        self.category = category
 
 
 @dataclass
@@ -179,6 +227,9 @@ class AggregatorProtocol:
         Close a round that has waited this long (see :meth:`tick`).
     outbox_limit : int
         Most messages :attr:`outbox` keeps for the reconnect.
+    recorder : Recorder, optional
+        Told of submissions, rounds, early closes, GETs and drops (for
+        ``--http``); default none.
 
     Examples
     --------
@@ -203,6 +254,7 @@ class AggregatorProtocol:
         max_actions: int,
         step_timeout: float | None = None,
         outbox_limit: int = OUTBOX_LIMIT,
+        recorder: Recorder | None = None,
     ) -> None:
         self.aggregator = aggregator
         self.rooms = rooms
@@ -216,6 +268,8 @@ class AggregatorProtocol:
         #: True when the tally changed since the caller last saved it.
         self.dirty = False
         self._cap_warned = False
+        #: The observer, or None (``--http`` off).
+        self.recorder = recorder
 
     # -- input -------------------------------------------------------------
 
@@ -223,7 +277,12 @@ class AggregatorProtocol:
         """Handle one decoded frame; return the messages to send."""
         message = frame.message
         if message is None:
-            self._drop(f"{frame.error}", "an unknown sender (undecodable frame)", now)
+            self._drop(
+                f"{frame.error}",
+                "an unknown sender (undecodable frame)",
+                now,
+                "undecodable",
+            )
             return []
         room = message.get("TO_ROOM")
         rooms = self.rooms
@@ -238,6 +297,7 @@ class AggregatorProtocol:
                     f"unknown TYPE {preview(kind)} in room {room!r}",
                     sender_of(message),
                     now,
+                    "unknown_type",
                 )
             return []
         out: list[Outgoing] = []
@@ -247,7 +307,11 @@ class AggregatorProtocol:
             if room == rooms.evolution:
                 out += self._command(message)
         except BadMessage as exc:
-            self._drop(f"{exc} (room {room!r})", sender_of(message), now)
+            if isinstance(exc, _Refused):
+                category = exc.category
+            else:
+                category = "malformed" if room == rooms.logits else "bad_command"
+            self._drop(f"{exc} (room {room!r})", sender_of(message), now, category)
         return out
 
     def tick(self, now: float) -> list[Outgoing]:
@@ -258,6 +322,12 @@ class AggregatorProtocol:
         expiry = self.aggregator.expire(now, self.step_timeout)
         if expiry is None:
             return []
+        recorder = self.recorder
+        if recorder is not None:
+            if expiry.result is not None:
+                result = expiry.result
+                recorder.round_done(now, result.action, result.contribution)
+            recorder.early_close(now, expiry.missing, discarded=expiry.result is None)
         if expiry.result is None:
             self.counters.discarded += 1
             logger.warning(
@@ -293,8 +363,10 @@ class AggregatorProtocol:
             )
         except UnknownModelError as exc:
             if exc.reason is not IdRejection.CAP:
-                raise BadMessage(str(exc)) from None
+                raise _Refused(str(exc), "unknown_model") from None
             self.counters.dropped += 1
+            if self.recorder is not None:
+                self.recorder.drop("id_cap")
             if not self._cap_warned:  # one line, not one per message of a flood
                 self._cap_warned = True
                 logger.warning(
@@ -304,7 +376,12 @@ class AggregatorProtocol:
                 )
             return []
         except (ValueError, TypeError) as exc:
-            raise BadMessage(str(exc)) from None
+            raise _Refused(str(exc), "bad_logits") from None
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.submission(sub.model_id, now)
+            if result is not None:
+                recorder.round_done(now, result.action, result.contribution)
         if result is None:
             return []
         self.counters.rounds += 1
@@ -319,6 +396,8 @@ class AggregatorProtocol:
             tally.setdefault(model_id, 0.0)
         self._cap_warned = False
         self.counters.gets += 1
+        if self.recorder is not None:
+            self.recorder.get_served()
         self.dirty = True
         reply = self._message(message, self.rooms.evolution, {"CONTRIBUTION": tally})
         return [Outgoing(reply, clears_tally=True)]
@@ -394,8 +473,10 @@ class AggregatorProtocol:
         body["SENT_BY"] = self.rooms.name
         return body
 
-    def _drop(self, reason: str, sender: str, now: float) -> None:
+    def _drop(self, reason: str, sender: str, now: float, category: str) -> None:
         self.counters.dropped += 1
+        if self.recorder is not None:
+            self.recorder.drop(category)
         self.warnings.log(
             now, "dropped a message", "dropped a message from %s: %s", sender, reason
         )

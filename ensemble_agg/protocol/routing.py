@@ -227,6 +227,10 @@ class Router:
         """``conn``'s registered name, or ``None`` before it registered."""
         return self._names.get(conn)
 
+    def member_counts(self) -> dict[Hashable, int]:
+        """Members per room, the reserved rooms included (for ``--http``)."""
+        return {room: len(members) for room, members in self._rooms.items()}
+
     def members(self, room: Hashable) -> list[int]:
         """The connections in ``room`` (empty if there is no such room)."""
         return list(self._rooms.get(room, ()))

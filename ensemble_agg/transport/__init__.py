@@ -7,9 +7,9 @@
   the one server, for stock and tuned clients alike.
 - ``state_file``: the contribution tally on disk.
 
-``from ensemble_agg.transport import AggServer, TunedClient, tune_client`` is
-the public path of agg-server's server class and of the client; importing it
-imports swergio.
+``from ensemble_agg.transport import TunedClient, tune_client`` is the public
+path of the client (importing it imports swergio), and
+``from ensemble_agg.transport import AggServer`` that of the server.
 """
 
 from .client import ConnectionLost, IOCounters, TunedClient, tune_client

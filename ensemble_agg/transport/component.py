@@ -22,6 +22,14 @@ A message that could not be sent goes to the protocol
 outbox this loop sends after the reconnect; at stop it hands back what is
 still there (``return_unsent``).  A GET's reply goes out only after the
 state file was written, or marked by ``reply_not_saved`` if that failed.
+
+With ``settings.http`` the component also owns a
+:class:`~ensemble_agg.observe.ClientRecorder` (the protocol tells it about
+messages, this loop about the link, the state file and bugs) and an
+:class:`~ensemble_agg.observe.HttpEndpoint` serving its snapshots from a
+thread of its own, started before the first connection and stopped at exit.
+The loop publishes a snapshot at most every half second, and at once when
+the connection state changes.
 """
 
 from __future__ import annotations
@@ -35,13 +43,14 @@ from typing import Any
 
 from ..core.aggregator import Aggregator
 from ..errors import ServerUnreachable
+from ..observe import ClientRecorder, HttpEndpoint
 from ..protocol.component import AggregatorProtocol, Counters, Outgoing, Rooms
 from ..protocol.messages import may_concern_aggregator
 from .client import ConnectionLost, TunedClient
 from .settings import Settings
 from .state_file import StateFileError, load_tally, remove_tally, save_tally
 
-__all__ = ["AggregatorComponent", "ServerUnreachable", "Settings"]
+__all__ = ["AggregatorComponent", "HttpBindError", "ServerUnreachable", "Settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +62,12 @@ STABLE_AFTER = 2.0
 POLL_INTERVAL = 0.1
 #: The state file is at most this far behind the tally (a GET is written at once).
 SAVE_EVERY = 0.1
+#: Per-model labels of --http's metrics without --model-ids or --max-ids.
+HTTP_MODEL_LABELS = 64
+
+
+class HttpBindError(OSError):
+    """``--http``'s address cannot be listened on; ``str()`` says which and why."""
 
 
 class AggregatorComponent:
@@ -97,6 +112,19 @@ class AggregatorComponent:
             max_ids=settings.id_cap(),
             n_actions=settings.actions,
         )
+        #: What --http serves, or None (then the loop records nothing).
+        self.recorder: ClientRecorder | None = None
+        self.http: HttpEndpoint | None = None
+        self._http_started = False
+        if settings.http is not None:
+            self.recorder = ClientRecorder(
+                model_ids=settings.model_ids,
+                max_ids=settings.max_ids or max(HTTP_MODEL_LABELS, settings.models),
+            )
+            host, http_port = settings.http
+            self.http = HttpEndpoint(
+                host, http_port, self.recorder.latest, "agg-client"
+            )
         self.protocol = AggregatorProtocol(
             aggregator,
             Rooms(
@@ -107,6 +135,7 @@ class AggregatorComponent:
             ),
             max_actions=settings.max_actions,
             step_timeout=settings.step_timeout,
+            recorder=self.recorder,
         )
         self.client: TunedClient | None = None
         self._state_error = False
@@ -137,10 +166,54 @@ class AggregatorComponent:
         """Connect, serve until :attr:`stop` is set, then disconnect.
 
         Raises :class:`ServerUnreachable` if the first connection fails for
-        longer than ``connect_timeout``.  Nothing a peer sends makes it
-        return or raise; state file write failures are logged, not raised.
+        longer than ``connect_timeout``, and :class:`HttpBindError` if
+        ``settings.http`` cannot be listened on.  Nothing a peer sends makes
+        it return or raise; state file write failures are logged, not raised.
         """
+        self.start_http()
+        try:
+            self._serve()
+        finally:
+            self._observe_connection("stopping")
+            if self.http is not None:
+                self.http.stop()
+
+    def start_http(self) -> str | None:
+        """Start ``settings.http``'s endpoint if not yet; return its URL (None: off).
+
+        :meth:`run` calls it; call it before to learn the port of ``:0``.
+        Raises :class:`HttpBindError` if the address cannot be listened on.
+        """
+        http = self.http
+        if http is None:
+            return None
+        if not self._http_started:
+            try:
+                http.start()
+            except OSError as exc:
+                raise HttpBindError(
+                    f"cannot listen on {http.host}:{http.requested_port} for "
+                    f"--http: {exc.strerror or exc}"
+                ) from None
+            self._http_started = True
+            logger.info(
+                "serving /metrics, /healthz, /status and the live page on %s",
+                self.http_url,
+            )
+        return self.http_url
+
+    @property
+    def http_url(self) -> str | None:
+        """The live page's URL once :meth:`start_http` ran, else None."""
+        http = self.http
+        if http is None or not self._http_started:
+            return None
+        host = f"[{http.host}]" if ":" in http.host else http.host
+        return f"http://{host}:{http.port}/"
+
+    def _serve(self) -> None:
         s = self.settings
+        self._observe_connection("connecting")
         if not self._connect(first=True):
             return
         client = self.client
@@ -169,6 +242,10 @@ class AggregatorComponent:
                 for frame in frames:
                     self._guarded(handle, frame, now)
                 self._guarded(self.protocol.tick, now)
+                recorder = self.recorder
+                if recorder is not None:
+                    recorder.skipped_frames = client.skipped
+                    recorder.maybe_publish(now)
                 if self.protocol.dirty and now - self._last_save >= SAVE_EVERY:
                     self._save_state()
                 if self._link_error is not None:
@@ -179,6 +256,7 @@ class AggregatorComponent:
                         self._link_error,
                     )
                     self._link_error = None
+                    self._observe_connection("disconnected")
                     if not self._connect(first=False):
                         break
                     assert self.client is not None
@@ -221,6 +299,8 @@ class AggregatorComponent:
                 self._send(message)
         except Exception:
             self.counters.internal_errors += 1
+            if self.recorder is not None:
+                self.recorder.internal_error()
             logger.exception("internal error while handling a message; carrying on")
 
     def _connect(self, *, first: bool) -> bool:
@@ -278,8 +358,11 @@ class AggregatorComponent:
                 self._backoff = min(self._backoff * 2, BACKOFF_CAP)
                 continue
             self._connected_at = self.clock()
+            self._observe_connection("connected")
             if not first:
                 self.counters.reconnects += 1
+                if self.recorder is not None:
+                    self.recorder.reconnect()
                 logger.info(
                     "reconnected to %s:%d (attempt %d); open round and tally kept",
                     s.server,
@@ -288,6 +371,12 @@ class AggregatorComponent:
                 )
             return True
         return False
+
+    def _observe_connection(self, state: str) -> None:
+        """Tell the recorder, and publish at once: /healthz must not lag."""
+        if self.recorder is not None:
+            self.recorder.connection(state)
+            self.recorder.publish(self.clock())
 
     def _pause(self, delay: float) -> None:
         # Jitter, so that many components restarted together do not retry
@@ -354,6 +443,8 @@ class AggregatorComponent:
         try:
             save_tally(path, self.aggregator.contributions)
         except StateFileError as exc:
+            if self.recorder is not None:
+                self.recorder.state_save(False)
             if final:
                 logger.error("%s", exc)
             elif not self._state_error:
@@ -363,6 +454,8 @@ class AggregatorComponent:
             if durable:
                 return remove_tally(path)
             return False
+        if self.recorder is not None:
+            self.recorder.state_save(True)
         if self._state_error:
             logger.info("state file %s written again", path)
         self._state_error = False

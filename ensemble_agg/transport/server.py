@@ -40,11 +40,19 @@ whole: its outline (the few fields routing reads, and a check that it is a
 JSON object) is built a slice at a time between other work, and the frames
 sent are its text with ``SENT_BY`` set, the bytes ``json.dumps`` would give.
 Per-connection log lines are rate-limited by kind, with a summary.
+
+Observing (``agg-server --http``): given a
+:class:`~ensemble_agg.observe.ServerRecorder`, the loop counts each routed
+frame in and out by room and each drop by category, and at most every
+``publish_interval`` hands it the gauges it already keeps (clients, names,
+room members, queued bytes, slowest readers) and publishes a snapshot.
+Without one, each frame costs one ``if``.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import logging
 import resource
@@ -54,6 +62,7 @@ import threading
 import time
 from collections.abc import Generator, Iterable
 
+from ..observe.recorders import ServerRecorder
 from ..protocol.framing import LAZY_ABOVE, Frame, FrameDecoder, Outline, outline_body
 from ..protocol.routing import (
     MAX_NAME,
@@ -279,8 +288,11 @@ class AggServer:
         register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         max_clients: int | None = None,
+        recorder: ServerRecorder | None = None,
     ) -> None:
         self.format = format
+        #: Told of frames, drops and gauges (``--http``), or None.
+        self.recorder = recorder
         self.header_length = header_length
         self.max_frame_bytes = max_frame_bytes
         self.max_queue_bytes = (
@@ -414,6 +426,8 @@ class AggServer:
 
     def _loop(self) -> None:
         last_stats = self._now = time.monotonic()
+        if self.recorder is not None:
+            self._publish(self.recorder)  # /healthz answers from the start
         last_counts = dict(self.counters)
         select = self._selector.select
         while not self._stop:
@@ -454,12 +468,35 @@ class AggServer:
                 self._next_check = self._now + _CHECK_EVERY
                 self._check_deadlines()
             self._throttle.tick(self._now)
+            if self.recorder is not None and self.recorder.due(self._now):
+                self._publish(self.recorder)
             if (
                 self.stats_interval > 0
                 and self._now - last_stats >= self.stats_interval
             ):
                 self._log_stats(self._now - last_stats, last_counts)
                 last_stats, last_counts = self._now, dict(self.counters)
+
+    def _publish(self, recorder: ServerRecorder) -> None:
+        """Hand the recorder the gauges kept here, and publish a snapshot."""
+        readers = heapq.nlargest(
+            recorder.max_readers,
+            (c for c in self._conns.values() if c.out_bytes),
+            key=lambda c: c.out_bytes,
+        )
+        recorder.set_state(
+            clients=len(self._conns),
+            registered_names=len(self._conns) - len(self._unregistered),
+            # the reserved rooms exist from the start; only rooms in use count
+            room_members={
+                room: n for room, n in self._router.member_counts().items() if n
+            },
+            queue_bytes=self._queued,
+            slowest_readers=[(self._who(c), c.out_bytes) for c in readers],
+        )
+        recorder.slow_consumer_disconnects = self.counters["slow_disconnected"]
+        recorder.set_accepting(self._accept_paused_until is None and not self._stop)
+        recorder.publish(self._now)
 
     def _log_stats(self, elapsed: float, before: dict[str, int]) -> None:
         c = self.counters
@@ -725,6 +762,7 @@ class AggServer:
                 conn,
                 f"a frame over the {decoder.max_body}-byte limit "
                 f"(--max-frame-bytes); skipped unread",
+                category="oversized",
             )
         self._account(conn)
 
@@ -760,6 +798,8 @@ class AggServer:
                     continue
                 except StopIteration as done:
                     routing = self._router.route_outline(conn.id, done.value)
+                    if self.recorder is not None:
+                        self._record(done.value.fields.get("TO_ROOM"), routing)
                 except ValueError as exc:
                     routing = Routing([], problem=str(exc))
                 conn.job = None
@@ -794,16 +834,34 @@ class AggServer:
         self.counters["frames_in"] += 1
         message = frame.message
         if message is None:
-            self._drop(conn, frame.error or "bad frame")
+            self._drop(conn, frame.error or "bad frame", category="undecodable")
             return
-        self._deliver(conn, self._router.route(conn.id, message))
+        routing = self._router.route(conn.id, message)
+        if self.recorder is not None:
+            self._record(message.get("TO_ROOM"), routing)
+        self._deliver(conn, routing)
+
+    def _record(self, room: object, routing: Routing) -> None:
+        """Count one routed frame in, and its copies out, under ``room``."""
+        recorder = self.recorder
+        assert recorder is not None
+        nbytes = copies = 0
+        for targets, payload in routing.deliveries:
+            nbytes = len(payload)  # the frame as sent: header and body
+            copies += len(targets)
+        recorder.frame_in(room, nbytes)
+        if copies:
+            recorder.frame_out(room, nbytes, copies)
 
     def _deliver(self, conn: _Conn, routing: Routing) -> None:
         if routing.problem is not None:
             if routing.refused:
                 self.counters["refused"] += 1
             self._drop(
-                conn, routing.problem, "refused" if routing.refused else "dropped"
+                conn,
+                routing.problem,
+                "refused" if routing.refused else "dropped",
+                category="refused" if routing.refused else "unroutable",
             )
         # (a REGISTER names the connection even when it cannot be delivered)
         if conn.id in self._unregistered and self._router.registered(conn.id):
@@ -819,8 +877,17 @@ class AggServer:
         if routing.close:
             self._close(conn, "disconnected (DISCONNECT)")
 
-    def _drop(self, conn: _Conn, problem: str, kind: str = "dropped") -> None:
+    def _drop(
+        self,
+        conn: _Conn,
+        problem: str,
+        kind: str = "dropped",
+        *,
+        category: str = "unroutable",
+    ) -> None:
         self.counters["dropped"] += 1
+        if self.recorder is not None:
+            self.recorder.drop(category)
         self._throttle.log(
             self._now,
             kind,

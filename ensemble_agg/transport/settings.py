@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.checks import RULES
+from ..observe.http import parse_address
 
 __all__ = [
     "CLIENT_MAX_FRAME_BYTES",
@@ -101,6 +102,23 @@ def encoding(text: str) -> str:
             "swergio's headers need an ASCII-compatible encoding (utf-8, latin-1, ...)"
         )
     return text
+
+
+def http_address(text: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` for ``--http`` (both commands); HOST defaults to 127.0.0.1.
+
+    Examples
+    --------
+    >>> http_address("9464"), http_address("0.0.0.0:9464")
+    (('127.0.0.1', 9464), ('0.0.0.0', 9464))
+    """
+    try:
+        return parse_address(text)
+    except ValueError as exc:  # argparse names the option and the value already
+        why = str(exc).rpartition(": ")[2]
+        raise ValueError(
+            f"{why} (expected [HOST:]PORT, e.g. 9464 or 127.0.0.1:9464)"
+        ) from None
 
 
 def model_ids(text: str) -> list[str]:
@@ -270,6 +288,14 @@ class Settings:
         nonnegative_float,
         "SECONDS",
         "one INFO line of counters this often; 0 turns it off (default: %(default)s)",
+    )
+    http: tuple[str, int] | None = _opt(
+        None,
+        http_address,
+        "[HOST:]PORT",
+        "serve /metrics (Prometheus), /healthz, /status and a live page on this "
+        "address; HOST defaults to 127.0.0.1; needs the http extra "
+        "(default: off)",
     )
     log_level: str = _opt(
         "INFO",

@@ -183,3 +183,21 @@ def test_demo_runs_by_itself_in_under_30_s():
     assert "action histogram" in out
     assert out.count("model-") >= 20
     assert "Traceback" not in result.stderr
+
+
+def test_http_from_flag_or_environment_host_defaults_to_localhost(capsys):
+    from ensemble_agg.cli import agg_client, agg_server
+
+    client = agg_client.build_parser({"AGG_HTTP": "9464"})
+    assert client.parse_args([]).http == ("127.0.0.1", 9464)
+    assert client.parse_args(["--http", "[::1]:1"]).http == ("::1", 1)
+    assert agg_client.build_parser({}).parse_args([]).http is None
+    server = agg_server.build_parser({"AGG_SERVER_HTTP": "0.0.0.0:9465"})
+    assert server.parse_args([]).http == ("0.0.0.0", 9465)
+    with pytest.raises(SystemExit) as exc:
+        client.parse_args(["--http", "localhost:http"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "agg-client: error: argument --http: 'localhost:http': the port must be a "
+        "number from 0 to 65535 (expected [HOST:]PORT, e.g. 9464 or 127.0.0.1:9464)"
+    )

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from ensemble_agg.cli.agg_client import main
 from ensemble_agg.demo.swarm import run_demo
 
@@ -141,3 +143,15 @@ def test_a_short_mean_episode_says_why():
     assert mean < 22  # the default swarm's ensemble, seeded
     assert "shorter than random pushes last, about 22 steps" in out
     assert "not learning" in out
+
+
+def test_http_prints_the_live_page_url():
+    pytest.importorskip("prometheus_client")
+    buf = io.StringIO()
+    assert run_demo(models=3, rounds=60, seed=1, out=buf, http=("127.0.0.1", 0)) == 0
+    line = next(x for x in buf.getvalue().splitlines() if x.startswith("live page:"))
+    assert re.fullmatch(
+        r"live page: http://127\.0\.0\.1:\d+/ \(metrics at http://127\.0\.0\.1:\d+/"
+        r"metrics, while the demo runs\)",
+        line,
+    ), line

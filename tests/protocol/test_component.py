@@ -268,3 +268,87 @@ def test_outbox_loses_no_share_and_keeps_the_newest(limit, held, sent):
 def test_outbox_refuses_a_limit_below_one():
     with pytest.raises(ValueError, match="at least 1 message, not 0"):
         Outbox(limit=0)
+
+
+class TestRecorder:
+    """What the protocol tells a ``ClientRecorder`` (``--http``)."""
+
+    @staticmethod
+    def _recorded(**kwargs):
+        from ensemble_agg.observe import ClientRecorder
+
+        rec = ClientRecorder()
+        return _protocol(recorder=rec, **kwargs), rec
+
+    @pytest.mark.parametrize(
+        "frame, reason",
+        [
+            (Frame(None, error="not JSON"), "undecodable"),
+            (Frame({"TYPE": "NO/SUCH", "TO_ROOM": "logits"}), "unknown_type"),
+            (_logits("a", "x"), "malformed"),
+            (_logits("a", [1.0, math.nan]), "malformed"),
+            (_logits("zz", [1.0, 2.0]), "unknown_model"),
+            (_get(CMD=7), "bad_command"),
+        ],
+    )
+    def test_each_drop_is_counted_under_its_category(self, frame, reason):
+        protocol, rec = self._recorded(model_ids=["a", "b"])
+        protocol.handle_frame(frame, now=0.0)
+        assert rec.publish(0.0)["dropped"] == {reason: 1}
+        assert protocol.counters.dropped == 1
+
+    def test_logits_the_round_refuses_are_bad_logits(self):
+        protocol, rec = self._recorded()
+        protocol.handle_frame(_logits("a", [0.0, 1.0]), now=0.0)
+        protocol.handle_frame(_logits("b", [0.0, 1.0, 2.0]), now=0.0)
+        assert rec.publish(0.0)["dropped"] == {"bad_logits": 1}
+
+    def test_id_cap_is_a_category_of_its_own(self):
+        from ensemble_agg.observe import ClientRecorder
+
+        rec = ClientRecorder()
+        protocol = AggregatorProtocol(
+            Aggregator(2, rng=0, max_ids=2), Rooms(), max_actions=8, recorder=rec
+        )
+        for model in ("a", "b", "c"):
+            protocol.handle_frame(_logits(model, [0.0, 1.0]), now=0.0)
+        assert rec.publish(0.0)["dropped"] == {"id_cap": 1}
+
+    def test_rounds_early_closes_and_gets(self):
+        protocol, rec = self._recorded(step_timeout=1.0, model_ids=["a", "b"])
+        protocol.handle_frame(_logits("a", [0.0, 1.0]), now=0.0)
+        protocol.handle_frame(_logits("b", [0.0, 1.0]), now=0.25)
+        protocol.handle_frame(_logits("a", [1.0, 0.0]), now=1.0)
+        protocol.tick(now=2.5)  # b is missing: closed early
+        protocol.handle_frame(_get(), now=3.0)
+        snap = rec.publish(3.0)
+        c = snap["counters"]
+        assert (c["rounds"], c["early_closes"], c["gets"]) == (2, 1, 1)
+        assert c["submissions"] == 3
+        b = next(m for m in snap["models"] if m["model"] == "b")
+        assert b["missed"] == 1 and b["lateness"]["median"] == 0.25
+        assert snap["round_latency"]["sum"] == pytest.approx(0.25 + 1.5)
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["a", "b", "c"]),
+                st.one_of(
+                    st.lists(st.floats(-5, 5), min_size=2, max_size=2),
+                    st.just([]),
+                    st.just("x"),
+                    st.lists(st.floats(-5, 5), min_size=3, max_size=3),
+                ),
+            ),
+            max_size=40,
+        )
+    )
+    def test_recorder_agrees_with_the_counters(self, submissions):
+        protocol, rec = self._recorded(model_ids=["a", "b"])
+        for i, (model, logits) in enumerate(submissions):
+            protocol.handle_frame(_logits(model, logits), now=i * 0.01)
+        snap = rec.publish(1.0)
+        assert snap["counters"]["rounds"] == protocol.counters.rounds
+        assert sum(snap["dropped"].values()) == protocol.counters.dropped
+        shares = [m["share"]["start"] for m in snap["models"]]
+        assert sum(shares) == pytest.approx(1.0 if protocol.counters.rounds else 0.0)

@@ -754,3 +754,44 @@ def test_one_frame_to_a_socket_with_room_is_one_send_and_a_cut_one_waits_whole()
             client.close()
             sock.close()
             server._shutdown()
+
+
+def test_recorder_counts_rooms_drops_and_gauges():
+    """agg-server --http's recorder, in-process: frames by room, drops by reason."""
+    from ensemble_agg.observe import ServerRecorder
+
+    from ..swergio_helpers import RawPeer, data, raw_frame, wait_for
+
+    rec = ServerRecorder(publish_interval=0.05)
+    server = AggServer("127.0.0.1", 0, enable_logging=False, recorder=rec)
+    thread = server.serve_in_thread()
+    port = server.address[1]
+    a = b = None
+    try:
+        a = RawPeer(port, "a", rooms=("chat",))
+        b = RawPeer(port, "b")
+        for i in range(5):
+            b.send(data("chat", N=i))
+        b.send_raw(raw_frame(b"not json"))
+        a.read_until(lambda m: m.get("N") == 4)
+
+        def settled():
+            snap = rec.latest()
+            rooms = {r["room"]: r for r in snap["traffic"]} if snap else {}
+            chat = rooms.get("chat", {})
+            done = chat.get("frames_out", 0) >= 5 and snap["dropped"]
+            return done and snap
+
+        snap = wait_for(settled, 10, "the chat frames and the drop in a snapshot")
+        chat = next(r for r in snap["traffic"] if r["room"] == "chat")
+        assert chat["frames_in"] >= 5 and chat["bytes_out"] > 0
+        assert snap["dropped"] == {"undecodable": 1}
+        assert snap["clients"] >= 2 and snap["registered_names"] >= 2
+        assert {"room": "chat", "members": 1} in snap["room_members"]
+        assert snap["health"] == {"ok": True, "reason": "accepting"}
+    finally:
+        for peer in (a, b):
+            if peer is not None:
+                peer.close()
+        server.stop()
+        thread.join(10)
