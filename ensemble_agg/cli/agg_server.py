@@ -18,6 +18,14 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..protocol.routing import MAX_NAME, MAX_ROOM_NAME, MAX_ROOMS_PER_CONN
+from ..transport.convert import (
+    LOG_LEVELS,
+    encoding,
+    http_address,
+    nonnegative_float,
+    port,
+    positive_int,
+)
 from ..transport.server import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_MAX_BUFFERED_BYTES,
@@ -26,21 +34,12 @@ from ..transport.server import (
     SERVER_MAX_FRAME_BYTES,
     AggServer,
 )
-from ..transport.settings import (
-    LOG_LEVELS,
-    encoding,
-    http_address,
-    nonnegative_float,
-    port,
-    positive_int,
-)
 from .common import (
     EXIT_CANNOT_BIND,
     EXIT_OK,
     EXIT_USAGE,
     OptionSpec,
     add_env_options,
-    client_options,
     on_stop_signals,
     setup_logging,
     this_host_address,
@@ -51,8 +50,7 @@ __all__ = ["EXIT_CANNOT_BIND", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
-# (flag, type, default, metavar, help); some are agg-client's settings.
-_SHARED = {option[0]: option for option in client_options()}
+# (flag, type, default, metavar, help)
 OPTIONS: list[OptionSpec] = [
     (
         "--host",
@@ -69,7 +67,13 @@ OPTIONS: list[OptionSpec] = [
         "ENC",
         "swergio message encoding (default: %(default)s)",
     ),
-    _SHARED["--header-length"],
+    (
+        "--header-length",
+        positive_int,
+        10,
+        "N",
+        "swergio header length (default: %(default)s)",
+    ),
     (
         "--max-frame-bytes",
         positive_int,
@@ -159,7 +163,13 @@ OPTIONS: list[OptionSpec] = [
         "set SENT_BY to the sender's registered name even when the message has one, "
         "so a client cannot claim another's name (default: off, as swergio)",
     ),
-    _SHARED["--stats-interval"],
+    (
+        "--stats-interval",
+        nonnegative_float,
+        60.0,
+        "SECONDS",
+        "one INFO line of counters this often; 0 turns it off (default: %(default)s)",
+    ),
     (
         "--http",
         http_address,
@@ -169,7 +179,13 @@ OPTIONS: list[OptionSpec] = [
         "address; HOST defaults to 127.0.0.1; needs the http extra "
         "(default: off)",
     ),
-    _SHARED["--log-level"],
+    (
+        "--log-level",
+        str.upper,
+        "INFO",
+        "LEVEL",
+        f"one of {', '.join(LOG_LEVELS)} (default: %(default)s)",
+    ),
 ]
 
 

@@ -9,7 +9,6 @@ cannot drift apart.
 
 from __future__ import annotations
 
-import codecs
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -17,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ..core.checks import RULES
-from ..observe.http import parse_address
+from .convert import (
+    LOG_LEVELS,
+    encoding,
+    http_address,
+    nonnegative_float,
+    port,
+    positive_float,
+    positive_int,
+)
 
 __all__ = [
     "CLIENT_MAX_FRAME_BYTES",
@@ -28,8 +35,6 @@ __all__ = [
     "options",
 ]
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
 #: agg-client's default cap on one frame's body (``--max-frame-bytes``):
 #: larger frames pass by unread (the aggregator never needs an evolution
 #: ``SET``).  A LOGITS of 4096 numbers is about 100 KB, a GET a few dozen bytes.
@@ -38,38 +43,6 @@ CLIENT_MAX_FRAME_BYTES = 1 << 20
 MIN_FRAME_BYTES = 4096
 #: Bytes a frame may need per action of --max-actions (a float's digits).
 BYTES_PER_ACTION = 32
-
-
-def positive_int(text: str) -> int:
-    """An int >= 1."""
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be >= 1")
-    return value
-
-
-def port(text: str) -> int:
-    """A TCP port, 0..65535."""
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be 0..65535")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite float > 0."""
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError("must be a finite number > 0")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite float >= 0."""
-    value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError("must be a finite number >= 0")
-    return value
 
 
 def _lines_or_commas(text: str) -> list[str]:
@@ -85,40 +58,6 @@ def _lines_or_commas(text: str) -> list[str]:
             line.strip() for line in lines if line.strip() and not line.startswith("#")
         ]
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def encoding(text: str) -> str:
-    """A text encoding in which swergio's ASCII headers are their own bytes.
-
-    The one check of ``--format`` for both commands.
-    """
-    try:
-        codec = codecs.lookup(text)
-        probe = "0123456789 {}".encode(codec.name)
-    except (LookupError, UnicodeError):
-        raise ValueError("unknown encoding: not a text encoding Python knows") from None
-    if probe != b"0123456789 {}":
-        raise ValueError(
-            "swergio's headers need an ASCII-compatible encoding (utf-8, latin-1, ...)"
-        )
-    return text
-
-
-def http_address(text: str) -> tuple[str, int]:
-    """``[HOST:]PORT`` for ``--http`` (both commands); HOST defaults to 127.0.0.1.
-
-    Examples
-    --------
-    >>> http_address("9464"), http_address("0.0.0.0:9464")
-    (('127.0.0.1', 9464), ('0.0.0.0', 9464))
-    """
-    try:
-        return parse_address(text)
-    except ValueError as exc:  # argparse names the option and the value already
-        why = str(exc).rpartition(": ")[2]
-        raise ValueError(
-            f"{why} (expected [HOST:]PORT, e.g. 9464 or 127.0.0.1:9464)"
-        ) from None
 
 
 def model_ids(text: str) -> list[str]:
