@@ -152,12 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     received: list[int] = []
     on_stop_signals(stop.set, received)
 
-    from ..transport.component import (
-        AggregatorComponent,
-        HttpBindError,
-        ServerUnreachable,
-    )
-    from ..transport.state_file import StateFileError
+    from ..errors import ServerUnreachable, StateFileError
+    from ..transport.component import AggregatorComponent, HttpBindError
 
     if settings.server is None:  # the original's default: this host's address
         settings.server = this_host_address(

@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..protocol.message_types import DATA_CUSTOM
 from ..transport.client import TunedClient
 from ..transport.component import AggregatorComponent
 from ..transport.server import AggServer
@@ -53,7 +54,7 @@ PROGRESS_EVERY = 0.25  # seconds between redraws of the progress line
 
 
 def _msg(room: str, **fields: Any) -> dict[str, Any]:
-    return {"ID": uuid.uuid4().hex, "TYPE": "DATA/CUSTOM", "TO_ROOM": room, **fields}
+    return {"ID": uuid.uuid4().hex, "TYPE": DATA_CUSTOM, "TO_ROOM": room, **fields}
 
 
 def _run_models(

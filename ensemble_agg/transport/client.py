@@ -65,6 +65,7 @@ from ..protocol.framing import Frame, FrameDecoder, encode_frame
 from ..protocol.message_types import (
     COMMAND_DISCONNECT,
 )
+from ..util.ratelimit import RateLimiter
 
 __all__ = ["ConnectionLost", "IOCounters", "TunedClient", "tune_client"]
 
@@ -206,6 +207,8 @@ class TunedClient(Client):
         #: and the benchmarks: ``recv`` and ``send`` calls, and ``poll``
         #: calls that returned at least one frame, with the frames they did.
         self.io = IOCounters()
+        # A peer sending bad frames costs a few log lines, not one per frame.
+        self._warnings = RateLimiter(logger, burst=20, period=10.0)
         self._frames: collections.deque[Frame] = collections.deque()
         self._decoder = FrameDecoder(format, header_length, max_body, wanted=wanted)
         self._skipped_before = 0
@@ -374,7 +377,13 @@ class TunedClient(Client):
                 if frame.message is not None:
                     self._frames.extend(frames[i + 1 :])
                     return frame.message
-                logger.warning("%s: dropped a frame: %s", self.name, frame.error)
+                self._warnings.log(
+                    time.monotonic(),
+                    "dropped frame",
+                    "%s: dropped a frame: %s",
+                    self.name,
+                    frame.error,
+                )
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Send DISCONNECT if the link is up (waiting at most `timeout`), then close."""
