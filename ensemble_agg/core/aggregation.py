@@ -28,6 +28,12 @@ rule always is); sums over models and actions go through ``einsum``, one
 step at a time in a fixed order.  So a step's result depends on its logits
 alone, to the last bit, whatever batch or dask chunk it came in.
 
+One step of the default rule (a 2-D array, or rows of floats that
+:func:`_float_rows` converts) takes :func:`_one_step`: the same operations
+as the general path, minus what only the cases it declines need (the
+checks, ``errstate`` blocks, the per-model shift).  A mid-size step is some
+fifteen NumPy calls at about a microsecond each, so calls are what it saves.
+
 What comes from ``scipy.special``, and what stays hand-written
 ----------------------------------------------------------------
 ``log_softmax`` gives the product rule its member log-probabilities, and
@@ -45,6 +51,7 @@ slower than NumPy's ``exp``.
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 from collections.abc import Hashable, Mapping
@@ -470,6 +477,24 @@ _min = np.minimum.reduce
 _sum = np.add.reduce
 
 
+def _c_einsum() -> Any:
+    """NumPy's C ``einsum``, or ``numpy.einsum`` where it cannot be found.
+
+    ``numpy.einsum`` without ``optimize`` is a Python wrapper (array-function
+    dispatch, keywords) around this C function: calling it directly saves
+    0.8 us of a 20x18 step's 2 us of einsum, with the same loops and bits.
+    """
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):  # 2.x, 1.x
+        try:
+            return importlib.import_module(module).c_einsum
+        except (ImportError, AttributeError):
+            continue
+    return np.einsum  # pragma: no cover - a NumPy that moved it again
+
+
+_einsum = _c_einsum()
+
+
 def _one_step(
     x: FloatArray, deterministic: bool, source: Source
 ) -> Aggregation[FloatArray] | None:
@@ -492,8 +517,8 @@ def _one_step(
     e = np.subtract(x, top, dtype=x.dtype)
     np.exp(e, out=e)
     # As _members_shifted and _ensemble, to the last bit.
-    coef = np.divide(1.0, np.einsum("...a->...", e), dtype=x.dtype)
-    qsum = np.einsum("...m,...ma->...a", coef, e)
+    coef = np.divide(1.0, _einsum("...a->...", e), dtype=x.dtype)
+    qsum = _einsum("...m,...ma->...a", coef, e)
     probs = qsum / _sum(qsum)  # a 1-D sum: the general path's sum over axis -1
     if deterministic:
         action = int(probs.argmax())
