@@ -127,6 +127,48 @@ def bench_single(cfg):
                 ok = base is None or base >= ours
                 target = "not slower"
             row(name, "us/call", base and base * 1e6, ours * 1e6, target, ok)
+    bench_single_ndarray(cfg)
+
+
+def naive_step(x, rng, det):
+    """One step the way a user would write it in NumPy: the ndarray row's baseline."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+    s = p.sum(axis=0)
+    probs = s / s.sum()
+    if det:
+        a = int(probs.argmax())
+    else:
+        a = int(np.searchsorted(probs.cumsum(), rng.random(), side="right"))
+    pa = p[:, a]
+    return a, pa / pa.sum(), probs
+
+
+def bench_single_ndarray(cfg):
+    """One 20x18 step from a float64 array against ``naive_step``, interleaved."""
+    x = np.random.default_rng(0).normal(size=(20, 18))
+    gen = np.random.default_rng(1)
+    for det in (True, False):
+        # Alternate the two, five rounds each, so load on a shared machine
+        # falls on both alike; the best round of each is reported.
+        ours, naive = [], []
+        for _ in range(5):
+            ours.append(
+                per_call(
+                    lambda: aggregate(x, deterministic=det, rng=gen), cfg["seconds"] / 5
+                )
+            )
+            naive.append(per_call(lambda: naive_step(x, gen, det), cfg["seconds"] / 5))
+        mode = "deterministic" if det else "sampled"
+        row(
+            f"one step 20x18 from an ndarray, {mode}",
+            "us/call",
+            min(naive) * 1e6,
+            min(ours) * 1e6,
+            "not slower than naive NumPy",
+            min(ours) <= min(naive),
+            note="baseline: the naive NumPy form (softmax, sum, argmax or a draw, shares)",
+        )
 
 
 # -- 2. batched ----------------------------------------------------------------
@@ -185,6 +227,27 @@ def bench_batched(cfg):
                     rate > f64,
                     ratio=base and rate / (x.size / base / 1e6),
                 )
+        if shape[-1] == 2:
+            # The same batch drawn from a Generator, which users pass as often
+            # as a seed; measured alternately with the seed so load hits both.
+            x = x64
+            gen = np.random.default_rng(2)
+            by_gen, by_seed = [], []
+            for _ in range(cfg["batch_repeats"]):
+                by_gen.append(best_of(lambda: aggregate(x, rng=gen), 1))
+                by_seed.append(best_of(lambda: aggregate(x, rng=1), 1))
+            rate = x.size / statistics.median(by_gen) / 1e6
+            seeded = x.size / statistics.median(by_seed) / 1e6
+            row(
+                f"batched {shape}, float64, sampled, Generator",
+                "M logits/s",
+                seeded,
+                rate,
+                ">= 150 and as an int seed",
+                rate >= 150 and rate >= 0.9 * seeded,
+                ratio=rate / seeded,
+                note="baseline: the same batch with an int seed, in the same loop",
+            )
 
 
 # -- 3. Aggregator.submit ---------------------------------------------------------

@@ -185,9 +185,12 @@ def aggregate(
     >>> aggregate(batch, deterministic=True).action
     array([0, 0, 0, 0])
     """
-    # A dask collection speaks dask's protocol; a list (the per-step input)
-    # is ruled out first because it is the cheapest test.
-    lazy = type(logits) is not list and hasattr(type(logits), "__dask_graph__")
+    # A dask collection speaks dask's protocol; a list or an ndarray (the
+    # per-step input) is ruled out first: a missing attribute costs more.
+    kind = type(logits)
+    lazy = (
+        kind is not list and kind is not np.ndarray and hasattr(kind, "__dask_graph__")
+    )
     # Positional: cheaper than keywords, and this is the per-step path.
     return (_aggregate_lazy if lazy else aggregate_numpy)(
         logits, deterministic, rng, weights, rule, temperature

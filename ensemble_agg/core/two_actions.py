@@ -97,8 +97,7 @@ def sum_two_actions_batched(
     ``d``, which keeps full relative precision in both tails (``exp`` may
     overflow to ``inf``, giving the right limit 0).  Sums over models are
     taken one step at a time, and the chosen action's column is picked by
-    multiplying with 0/1 masks, which is exact and much faster than
-    ``numpy.where`` on a random mask.
+    ``numpy.where`` with the step's choice broadcast over its models.
     """
     # The logits were checked (no NaN, +inf or model with both actions at
     # -inf).  An overflowing difference gives +-inf, whose probabilities 0 and
@@ -129,12 +128,10 @@ def sum_two_actions_batched(
         # u * total, never an action of probability 0.
         v = rng.random(probs.shape[:-1]) * (probs[..., 0] + probs[..., 1])
         take1 = (probs[..., 0] <= v) & (probs[..., 1] > 0)
-    m1 = take1.astype(x.dtype)
-    m0 = 1 - m1
-    denominator = s1 * m1 + s0 * m0
-    contribution = p1 * m1[..., None]
-    contribution += p0 * m0[..., None]
+    # The mask is one value per step, broadcast over its models: runs that
+    # numpy.where selects from in one pass (three fewer than 0/1 masks).
+    contribution = np.where(take1[..., None], p1, p0)
     if w is not None:
         contribution *= w
-    contribution /= denominator[..., None]
+    contribution /= np.where(take1, s1, s0)[..., None]
     return take1.astype(np.intp), contribution, probs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -464,3 +465,126 @@ def test_huge_integers_are_a_clear_error():
         aggregate([[10**310, 1], [0, 1]])
     fits = aggregate([[-(2**63), 10**308, 10**308, 1e16], [0, 0, 0, 0]], rng=0)
     assert np.isfinite(fits.probs).all()
+
+
+class TestSingleStepPath:
+    """One step of >2 actions, default options: ``_one_step`` and ``_float_rows``."""
+
+    def test_golden(self):
+        # p_0 = (1, 2, 1) / 4 and p_1 = (1, 1, 2) / 4: P = (2, 3, 3) / 8, the
+        # tie goes to action 1, whose shares are 2/4 and 1/4 of 3/4.
+        x = np.log([[1.0, 2.0, 1.0], [1.0, 1.0, 2.0]])
+        for logits in (x, x.tolist(), x.astype(np.float32)):
+            r = aggregate(logits, deterministic=True)
+            assert r.action == 1
+            tol = 1e-6 if r.probs.dtype == np.float32 else 1e-15
+            np.testing.assert_allclose(r.probs, [0.25, 0.375, 0.375], rtol=tol)
+            np.testing.assert_allclose(r.contribution, [2 / 3, 1 / 3], rtol=tol)
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        hnp.arrays(
+            st.sampled_from([np.float64, np.float32]),
+            st.tuples(st.integers(1, 8), st.integers(3, 8)),
+            elements=st.floats(-700, 700, width=32) | st.just(-np.inf),
+        ),
+        st.booleans(),
+        st.integers(0, 2**32),
+    )
+    def test_equals_the_general_path_and_the_batch_bit_for_bit(self, x, det, seed):
+        from ensemble_agg.core.aggregation import _aggregate_general
+        from ensemble_agg.core.checks import as_logits
+        from ensemble_agg.core.streams import StepUniforms
+
+        try:
+            checked = as_logits(x)
+        except ValueError:  # a model with every action at -inf
+            with pytest.raises(ValueError, match="every action forbidden"):
+                aggregate(x, deterministic=det, rng=seed)
+            return
+        got = aggregate(x, deterministic=det, rng=seed)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            ref = _aggregate_general(
+                checked, None, "sum", 1.0, det, None if det else StepUniforms(seed)
+            )
+        batch = aggregate(x[None], deterministic=det, rng=seed)
+        assert type(got.action) is int
+        assert got.action == ref.action == batch.action[0]
+        for want in (ref.probs, batch.probs[0]):
+            np.testing.assert_array_equal(got.probs, want)
+        for want in (ref.contribution, batch.contribution[0]):
+            np.testing.assert_array_equal(got.contribution, want)
+        assert got.probs.dtype == got.contribution.dtype == x.dtype
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        hnp.arrays(
+            np.float64,
+            st.tuples(st.integers(1, 6), st.integers(3, 6)),
+            elements=st.floats(-1e4, 1e4) | st.just(-np.inf),
+        ),
+        st.integers(0, 2**32),
+    )
+    def test_lists_of_floats_equal_the_array(self, x, seed):
+        # The fast conversion needs a Python float; ints alone go the old way.
+        x[0, 0] = 0.5
+        rows = x.tolist()
+        try:
+            want = aggregate(x, rng=seed)
+        except ValueError as exc:
+            with pytest.raises(ValueError, match=re.escape(str(exc))):
+                aggregate(rows, rng=seed)
+            return
+        got = aggregate(rows, rng=seed)
+        assert got.action == want.action
+        np.testing.assert_array_equal(got.probs, want.probs)
+        np.testing.assert_array_equal(got.contribution, want.contribution)
+
+    @pytest.mark.parametrize(
+        ("rows", "error", "words"),
+        [
+            ([[1.0, 2.0, "3"], [0.0, 0.0, 0.0]], TypeError, "must be numbers"),
+            ([[1.0, 2.0, None], [0.0, 0.0, 0.0]], TypeError, "must be numbers"),
+            ([[1.0, 2.0, 3.0], [0.0, 0.0]], ValueError, "rows of different lengths"),
+            ([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0], [1.0]], ValueError, "different"),
+            ([[1.0, 2.0, 3.0], [0.0, 0.0, math.nan]], ValueError, "contain NaN"),
+            ([[1.0, 2.0, 3.0], [-INF, -INF, -INF]], ValueError, "all actions at -inf"),
+            ([[1.0, 2.0, 3.0], [0.0, 0.0, 10**400]], ValueError, "too large"),
+            ([[1.0, 2.0, 3.0], [0.0, 1j, 0.0]], TypeError, "real numbers"),
+        ],
+    )
+    def test_lists_the_fast_conversion_declines_get_the_usual_error(
+        self, rows, error, words
+    ):
+        with pytest.raises(error, match=words):
+            aggregate(rows, rng=1)
+
+    @pytest.mark.parametrize(
+        "x",
+        [
+            [[0.0, 1.0, 2.0], [-700.0, -701.0, -702.0]],  # one model far below
+            [[0.0, -INF, 2.0], [1.0, 1.0, -INF]],  # masks
+            [[1e308, 0.0, -1e308], [0.0, 0.0, 0.0]],  # differences overflow
+        ],
+    )
+    def test_steps_the_fast_path_declines_equal_the_general_path(self, x):
+        from ensemble_agg.core.aggregation import _aggregate_general
+
+        arr = np.array(x)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            ref = _aggregate_general(arr, None, "sum", 1.0, True, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing leaks NumPy's warnings
+            got = aggregate(arr, deterministic=True)
+        assert got.action == ref.action
+        np.testing.assert_array_equal(got.probs, ref.probs)
+        np.testing.assert_array_equal(got.contribution, ref.contribution)
+
+    @pytest.mark.parametrize("scalar", [np.float32, np.float64, float, int])
+    def test_a_list_is_float64_whatever_its_scalars(self, scalar):
+        rows = [[scalar(1), scalar(2), scalar(0)], [0.5, scalar(1), scalar(2)]]
+        got = aggregate(rows, rng=0)
+        want = aggregate(np.array(rows, dtype=np.float64), rng=0)
+        assert got.probs.dtype == got.contribution.dtype == np.float64
+        assert got.action == want.action
+        np.testing.assert_array_equal(got.probs, want.probs)
