@@ -170,8 +170,9 @@ class FrameDecoder:
     def feed(self, data: bytes, max_frames: int | None = None) -> list[Frame]:
         """Add ``data``; return every frame it completes (or the first ones).
 
-        With ``max_frames``, at most that many frames come back, and none
-        after an undecoded body (``raw_above``): the rest stay in the buffer
+        With ``max_frames``, at most that many frames come back (0: none,
+        the bytes are only taken in), and none after an undecoded body
+        (``raw_above``): the rest stay in the buffer
         as bytes, undecoded and counted in :attr:`buffered`, and :attr:`more`
         is set until ``feed(b"", max_frames)`` has taken them.  So a caller
         can bound its work per call, and what waits costs its raw size.
@@ -194,6 +195,11 @@ class FrameDecoder:
         h = self.header_length
         start = 0
         while len(buf) - start >= h:
+            if max_frames is not None and (
+                len(frames) >= max_frames or (frames and frames[-1].body is not None)
+            ):
+                self._more = True
+                break
             if self._lost:
                 found = self._resync(buf, start)
                 if found is None:
@@ -211,13 +217,6 @@ class FrameDecoder:
             if after is None:
                 break  # the frame is not all here yet
             start = after
-            if (
-                max_frames is not None
-                and frames
-                and (len(frames) >= max_frames or frames[-1].body is not None)
-            ):
-                self._more = len(buf) - start >= h
-                break
         del buf[:start]
         if not buf and buf.__sizeof__() > 1 << 20:
             self._buf = bytearray()  # give a large frame's buffer back
