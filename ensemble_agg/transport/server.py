@@ -621,7 +621,11 @@ class AggServer:
                 self._take(conn, ())
                 self._account(conn)
             for conn in list(self._mid_frame.values()):
-                if conn.frame_since is not None and conn.frame_since <= expired:
+                if (
+                    conn.frame_since is not None
+                    and conn.frame_since <= expired
+                    and not self._busy(conn)  # the wait is ours, not the peer's
+                ):
                     self.counters["frame_timeouts"] += 1
                     self._close(
                         conn,
@@ -675,7 +679,7 @@ class AggServer:
         outlined or frames it sent wait to be routed (the kernel's buffer
         then holds what comes next), and for writing if it has frames to
         send."""
-        busy = conn.job is not None or conn.id in self._ready or conn.id in self._fresh
+        busy = self._busy(conn)
         events = (0 if busy else selectors.EVENT_READ) | (
             selectors.EVENT_WRITE if conn.writing else 0
         )
@@ -688,6 +692,10 @@ class AggServer:
         else:
             self._selector.modify(conn.sock, events, conn)
         conn.events = events
+
+    def _busy(self, conn: _Conn) -> bool:
+        """True if what ``conn`` sent is still being checked or routed."""
+        return conn.job is not None or conn.id in self._ready or conn.id in self._fresh
 
     def _drain_waker(self) -> None:
         try:
@@ -760,7 +768,9 @@ class AggServer:
         else:
             self._ready[conn.id] = conn
         if decoder.mid_frame:
-            if frames or conn.frame_since is None:  # a new frame started
+            # a new frame started, or the wait for its rest starts now that
+            # this server has routed what came before it
+            if frames or conn.frame_since is None or not data:
                 conn.frame_since = self._now
                 self._mid_frame[conn.id] = conn
         elif conn.frame_since is not None:

@@ -19,6 +19,7 @@ from benchmarks.attacks import (
     MB,
     Peer,
     Run,
+    _still_open,
     big_frames,
     frame,
     idle_connections,
@@ -261,3 +262,27 @@ def test_direct_messages_among_hundreds_of_long_names_stall_nobody():
             sender.send_raw(blob)
         time.sleep(2)
     assert run.result["probe_worst_s"] < 1.0 and run.result["probe_lost"] == 0
+
+
+def test_a_body_still_being_checked_at_its_deadline_is_dropped_not_its_sender():
+    # A body built to be slow to check had no deadline once it had arrived.
+    # An object of 6 million short keys takes seconds to check (a step of
+    # Python per key); --frame-timeout 1 drops it with a warning, and the
+    # sender's next message is routed.
+    run = Run(["--frame-timeout", "1"], probe=False, keep_log=True)
+    with run.start() as server:
+        sender = Peer(server.port, "s", read=False)
+        receiver = Peer(server.port, "r", keep=lambda m: "AFTER" in m)
+        run.peers += [sender, receiver]
+        after = {"ID": "a", "TYPE": "DATA/CUSTOM", "TO": "r", "AFTER": 1}
+        keys = ", ".join(f'"{i}": 0' for i in range(4_500_000))  # 58 MB
+        slow = _raw('{"TYPE": "DATA/CUSTOM", "TO": "r", "Y": {' + keys + "}}")
+        sender.sock.settimeout(30)
+        sender.send_raw(slow + frame(after))
+        deadline = time.monotonic() + 20
+        while not receiver.taken() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert receiver.taken()
+        assert receiver.frames == 1  # the slow body never came
+        assert _still_open(sender.sock)
+    assert "still not checked after 1 s (--frame-timeout)" in run.result["log"]
