@@ -71,6 +71,8 @@ class Frame(NamedTuple):
 LAZY_ABOVE = 1 << 16
 #: The first byte of a swergio body (``json.dumps`` of an object).
 _OPENERS = frozenset(b"{")
+#: What ``json.loads`` skips before a value.
+_WHITESPACE = frozenset(b" \t\n\r")
 #: A large body may hold at most one ``{`` or ``[`` per this many bytes: a
 #: decoded container costs 56 to 64 bytes of memory, so a body of empty
 #: objects would take some 30 times its size to decode.
@@ -142,6 +144,8 @@ class FrameDecoder:
         self._tail = b""  # the last bytes discarded, to find a frame start in
         self._claimed = 0  # the length an oversized header claimed
         self._lost = False  # out of step, looking for the next frame
+        self._more = False  # feed stopped at max_frames with bytes left
+        self._vetted = False  # the frame at the buffer's start: spaces vetted
         # A header (a digit, then digits or spaces) and a body starting like
         # a JSON object: where a frame can start.  Real JSON bodies never hold
         # ten digits and spaces followed by "{" outside their strings.
@@ -153,12 +157,25 @@ class FrameDecoder:
         return len(self._buf)
 
     @property
+    def more(self) -> bool:
+        """True if the last :meth:`feed` stopped at ``max_frames`` (or after an
+        undecoded body) with bytes left that may hold more frames."""
+        return self._more
+
+    @property
     def mid_frame(self) -> bool:
         """True if the stream stopped inside a frame."""
         return bool(self._buf) or self._skip > 0
 
-    def feed(self, data: bytes) -> list[Frame]:
-        """Add ``data``; return every frame it completes.
+    def feed(self, data: bytes, max_frames: int | None = None) -> list[Frame]:
+        """Add ``data``; return every frame it completes (or the first ones).
+
+        With ``max_frames``, at most that many frames come back (0: none,
+        the bytes are only taken in), and none after an undecoded body
+        (``raw_above``): the rest stay in the buffer
+        as bytes, undecoded and counted in :attr:`buffered`, and :attr:`more`
+        is set until ``feed(b"", max_frames)`` has taken them.  So a caller
+        can bound its work per call, and what waits costs its raw size.
 
         A header that is not a length, or an oversized frame whose body does
         not start like a JSON object, means the stream is out of step (the
@@ -168,6 +185,7 @@ class FrameDecoder:
         So is a frame that starts inside the bytes an oversized one claims.
         """
         frames: list[Frame] = []
+        self._more = False
         if self._skip:
             data = self._read_skipped(data, frames)
             if not data:
@@ -177,6 +195,11 @@ class FrameDecoder:
         h = self.header_length
         start = 0
         while len(buf) - start >= h:
+            if max_frames is not None and (
+                len(frames) >= max_frames or (frames and frames[-1].body is not None)
+            ):
+                self._more = True
+                break
             if self._lost:
                 found = self._resync(buf, start)
                 if found is None:
@@ -267,7 +290,18 @@ class FrameDecoder:
         have = len(buf)
         if length and body_start == have:
             return None  # the body's first byte decides; wait for it
-        if not length or buf[body_start] not in _OPENERS:
+        # json.loads takes whitespace before the object, and stock swergio
+        # delivers such a body; but bytes out of step look alike (a header
+        # read a few bytes early ends in the real header's padding), so
+        # such a body is vetted as one that is not an object, below.
+        first = body_start
+        limit = min(have, end, body_start + VET_BYTES)
+        while first < limit and buf[first] in _WHITESPACE:
+            first += 1
+        if first == have < min(end, body_start + VET_BYTES):
+            return None  # only whitespace yet: wait for the byte that decides
+        spaced = first > body_start and first < end and buf[first] in _OPENERS
+        if not length or spaced or buf[body_start] not in _OPENERS:
             # Not an object: a real frame (the stock server forwards
             # undecodable ones), unless another frame starts inside the bytes
             # it claims: then this header is out of step.  (Until the frame
@@ -276,17 +310,48 @@ class FrameDecoder:
             # frame at every read would cost the square of its size.)
             limit = end + h if end <= have else start + 4 * h
             inside = self._frame_start.search(buf, start + 1, min(have, limit))
+            if spaced and inside is not None and inside.end() - 1 == first:
+                # A "frame" whose "{" is this body's: this header read from
+                # a byte on.  Either this header came early (bytes out of
+                # step, then that frame) or the body starts with spaces; the
+                # shorter frame's body, once here, tells which.
+                if not self._vetted:
+                    verdict = self._vet_spaced(buf, inside.start(), have)
+                    if verdict is None:
+                        return None
+                    if not verdict:
+                        return self._out_of_step(buf, start, frames)
+                    self._vetted = True
+                inside = self._frame_start.search(
+                    buf, inside.start() + 1, min(have, limit)
+                )
             if inside is not None and inside.start() < end:
                 return self._out_of_step(buf, start, frames)
         elif self._broken_object(buf, start, end):
             return self._out_of_step(buf, start, frames)
         if end > have:
             return None
-        self._lost = False
+        self._lost = self._vetted = False
         frame = self._decode(bytes(memoryview(buf)[body_start:end]))
         if frame is not None:
             frames.append(frame)
         return end
+
+    def _vet_spaced(self, buf: bytearray, at: int, have: int) -> bool | None:
+        """True if the frame a header at ``at`` claims is no JSON object (so
+        the header before it, whose body starts with spaces, is the real
+        one); False if it is; None until its body is all here."""
+        length = self._length(bytes(buf[at : at + self.header_length]))
+        body_start = at + self.header_length
+        if length < 0:
+            return True
+        if body_start + length > have:
+            return None
+        try:
+            value = json.loads(bytes(buf[body_start : body_start + length]))
+        except (ValueError, RecursionError):
+            return True
+        return type(value) is not dict
 
     def _broken_object(self, buf: bytearray, start: int, end: int) -> bool:
         """True if a frame starts inside the first bytes of this ``{`` body and
@@ -311,6 +376,7 @@ class FrameDecoder:
 
     def _out_of_step(self, buf: bytearray, start: int, frames: list[Frame]) -> int:
         """The header at ``start`` is no frame's: say so once, then look further on."""
+        self._vetted = False
         if not self._lost:
             self._lost = True
             self.resyncs += 1
@@ -428,6 +494,10 @@ _FIELD_TEXT = 4096
 #: Characters of a large value decoded per step: decoding builds a few times
 #: (up to some 20 times, for short strings) this much memory, then frees it.
 _CHUNK = 1 << 16
+#: Characters of the body one outline step covers at least: resuming a step
+#: walks the chain of generators down to the nesting being read, so steps
+#: over a few characters each would cost the nesting depth per character.
+_STEP = 1 << 12
 _WS = re.compile(r"[ \t\n\r]*")
 
 
@@ -500,6 +570,7 @@ def _expect(text: str, i: int, char: str, what: str) -> int:
 
 
 def _outline(text: str) -> Generator[None, None, Outline]:
+    pace = [0]  # where the last step ended
     ws = _WS.match
     i = ws(text, 0).end()  # type: ignore[union-attr]
     if i == len(text) or text[i] != "{":
@@ -513,14 +584,16 @@ def _outline(text: str) -> Generator[None, None, Outline]:
     i = _expect(text, i, "{", "{")
     if text[i] != "}":
         while True:
-            yield
+            if i - pace[0] >= _STEP:
+                pace[0] = i
+                yield
             if text[i] != '"':
                 _expect(text, i, '"', "a key")
             key, i = _raw_json(text, i)
             i = ws(text, i).end()  # type: ignore[union-attr]
             i = _expect(text, i, ":", "':'")
             start = i
-            i = yield from _skip_value(text, i)
+            i = yield from _skip_value(text, i, pace)
             if key in ROUTING_FIELDS:
                 if key == "SENT_BY":
                     sent_by.append((start, i))
@@ -547,30 +620,32 @@ def _raw_json(text: str, i: int) -> tuple[Any, int]:
         raise ValueError(f"the frame is not valid JSON ({exc})") from None
 
 
-def _skip_value(text: str, i: int) -> Generator[None, None, int]:
+def _skip_value(text: str, i: int, pace: list[int]) -> Generator[None, None, int]:
     """Check the JSON value at ``text[i]``; return where it ends."""
     opener = text[i]
     if opener == "{":
-        return (yield from _skip_object(text, i))
+        return (yield from _skip_object(text, i, pace))
     if opener == "[":
-        return (yield from _skip_array(text, i))
+        return (yield from _skip_array(text, i, pace))
     # A scalar: a long string costs one copy, whatever its length.
     return _raw_json(text, i)[1]
 
 
-def _skip_object(text: str, i: int) -> Generator[None, None, int]:
+def _skip_object(text: str, i: int, pace: list[int]) -> Generator[None, None, int]:
     ws = _WS.match
     i = _expect(text, i, "{", "{")
     if text[i] == "}":
         return i + 1
     while True:
-        yield
+        if i - pace[0] >= _STEP:
+            pace[0] = i
+            yield
         if text[i] != '"':
             _expect(text, i, '"', "a key")
         i = _raw_json(text, i)[1]
         i = ws(text, i).end()  # type: ignore[union-attr]
         i = _expect(text, i, ":", "':'")
-        i = yield from _skip_value(text, i)
+        i = yield from _skip_value(text, i, pace)
         i = ws(text, i).end()  # type: ignore[union-attr]
         if text[i] == ",":
             i = ws(text, i + 1).end()  # type: ignore[union-attr]
@@ -579,7 +654,7 @@ def _skip_object(text: str, i: int) -> Generator[None, None, int]:
         return i + 1
 
 
-def _skip_array(text: str, i: int) -> Generator[None, None, int]:
+def _skip_array(text: str, i: int, pace: list[int]) -> Generator[None, None, int]:
     """Check a list by decoding slices of its elements, cut at ``", "``.
 
     A slice ``text[i:q]`` from an element's start to a ``", "`` decodes as
@@ -597,7 +672,9 @@ def _skip_array(text: str, i: int) -> Generator[None, None, int]:
         return i + 1
     step = 256
     while True:
-        yield
+        if i - pace[0] >= _STEP:
+            pace[0] = i
+            yield
         q = text.find(", ", i + step, i + 2 * step)
         if q != -1:
             try:
@@ -612,14 +689,16 @@ def _skip_array(text: str, i: int) -> Generator[None, None, int]:
                 return i + end - 1
         stop = i + 2 * step
         while True:
-            i = yield from _skip_value(text, i)
+            i = yield from _skip_value(text, i, pace)
             i = ws(text, i).end()  # type: ignore[union-attr]
             if text[i] == "]":
                 return i + 1
             i = _expect(text, i, ",", "',' or ']'")
             if i > stop:
                 break
-            yield
+            if i - pace[0] >= _STEP:
+                pace[0] = i
+                yield
 
 
 def outline_at_once(body: bytes, encoding: str) -> Outline:

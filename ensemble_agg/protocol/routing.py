@@ -107,6 +107,22 @@ def _length(value: object) -> int:
         return 1 << 62
 
 
+def _name_key(value: object) -> Hashable:
+    """A hashable stand-in for a JSON value: equal exactly when the values are.
+
+    swergio matches ``TO`` against names with ``==``; lists become tuples and
+    objects frozensets of their items, so a dict lookup gives the same
+    answer (``1 == 1.0 == True`` hash alike too).  ``RecursionError`` for a
+    value nested too deeply to walk.
+    """
+    if isinstance(value, list):
+        return tuple(_name_key(v) for v in value)
+    if isinstance(value, dict):
+        return frozenset((k, _name_key(v)) for k, v in value.items())
+    assert isinstance(value, Hashable)
+    return value
+
+
 def _room_key(value: object) -> tuple[bool, Hashable]:
     """``(True, value)`` if ``value`` can name a room, else ``(False, None)``.
 
@@ -185,6 +201,8 @@ class Router:
         self._connected: set[int] = set()
         # name by connection; a connection is absent until it REGISTERs
         self._names: dict[int, Any] = {}
+        # connections by name (its _name_key), so TO costs its recipients only
+        self._named: dict[Hashable, dict[int, None]] = {}
         # members as dicts (ordered sets), so delivery order is reproducible
         self._rooms: dict[Hashable, dict[int, None]] = {r: {} for r in RESERVED_ROOMS}
         self._joined: dict[int, set[Hashable]] = {}
@@ -201,7 +219,8 @@ class Router:
     def disconnect(self, conn: int) -> None:
         """Forget ``conn``: its name and its room memberships.  Idempotent."""
         self._connected.discard(conn)
-        self._names.pop(conn, None)
+        if conn in self._names:
+            self._unname(conn)
         for room in self._joined.pop(conn, ()):
             members = self._rooms.get(room)
             if members is not None:
@@ -287,7 +306,14 @@ class Router:
                     f"REGISTER with a {_length(name)}-character NAME; the limit "
                     f"is {self.max_name_chars} (--max-name-chars)"
                 )
+            try:
+                key = _name_key(name)
+            except RecursionError:
+                return _dropped("REGISTER with a NAME nested too deeply")
+            if conn in self._names:
+                self._unname(conn)
             self._names[conn] = name
+            self._named.setdefault(key, {})[conn] = None
         elif conn not in self._names:
             return _dropped(f"{preview(kind)} before REGISTER")
         elif kind == COMMAND_JOINROOM or kind == COMMAND_LEAVEROOM:
@@ -295,6 +321,13 @@ class Router:
             if refusal is not None:
                 return refusal
         return self._broadcast(conn, message, outline)
+
+    def _unname(self, conn: int) -> None:
+        key = _name_key(self._names.pop(conn))
+        holders = self._named[key]
+        del holders[conn]
+        if not holders:
+            del self._named[key]
 
     def _membership(
         self, conn: int, kind: str, message: dict[str, Any]
@@ -357,7 +390,11 @@ class Router:
             targets = [m for m in members if m != conn]
         if "TO" in message:
             to = message["TO"]
-            targets += [c for c, name in self._names.items() if name == to]
+            if to is not LONG_VALUE:  # (no name is that long)
+                try:
+                    targets += self._named.get(_name_key(to), ())
+                except RecursionError:
+                    pass  # nested deeper than any name could be
         logging_members = (
             list(self._rooms["_logging"])
             if self.enable_logging and message["TYPE"] in LOGGED_TYPES
@@ -424,14 +461,17 @@ class Router:
         raw: bytes | memoryview = memoryview(outline.body)
         if len(raw) != len(text):  # characters of several bytes: cut the text
             raw = text.encode(self.encoding)
-            end = len(text[:end].encode(self.encoding))
-            spans = tuple(
-                (
-                    len(text[:a].encode(self.encoding)),
-                    len(text[:b].encode(self.encoding)),
-                )
-                for a, b in spans
-            )
+            # One pass over the text for every offset: encoding ``text[:a]``
+            # per span would cost the body's size per SENT_BY key.
+            if sent_by is None:
+                spans = ()
+            offset = {0: 0}
+            last = 0
+            for cut in sorted({end, *(c for span in spans for c in span)}):
+                offset[cut] = offset[last] + len(text[last:cut].encode(self.encoding))
+                last = cut
+            end = offset[end]
+            spans = tuple((offset[a], offset[b]) for a, b in spans)
         if sent_by is None:
             return [raw[:end]]
         value = json.dumps(sent_by).encode(self.encoding)

@@ -106,6 +106,13 @@ _FD_HEADROOM = 64
 _CHECK_EVERY = 0.25
 # Most time a loop pass spends outlining large bodies before serving sockets.
 _OUTLINE_SLICE = 0.01
+# Most time a loop pass spends routing frames before it takes in the rest
+# as bytes only (they are routed next pass).
+_ROUTE_SLICE = 0.01
+# Most frames routed from one connection per loop pass; the rest of what it
+# sent waits as undecoded bytes (counted in the buffered budget) and its
+# socket is not read until they are routed.
+_FRAMES_PER_PASS = 64
 _RECV_SIZE = 1 << 18
 # Buffers per sendmsg: well under every platform's IOV_MAX.
 _IOV_BATCH = 64
@@ -160,6 +167,7 @@ class _Conn:
         "id",
         "job",
         "job_bytes",
+        "job_since",
         "out",
         "out_bytes",
         "peer",
@@ -184,6 +192,7 @@ class _Conn:
         # A large body being outlined, and the frames that came after it.
         self.job: Generator[None, None, Outline] | None = None
         self.job_bytes = 0
+        self.job_since = 0.0
         self.backlog: collections.deque[Frame] = collections.deque()
         self.sock = sock
         try:
@@ -338,6 +347,10 @@ class AggServer:
         # Inside a frame (a deadline runs), and outlining a large body.
         self._mid_frame: dict[int, _Conn] = {}
         self._jobs: dict[int, _Conn] = {}
+        # Whose decoder holds frames not yet routed (see _FRAMES_PER_PASS).
+        self._ready: dict[int, _Conn] = {}
+        self._fresh: dict[int, _Conn] = {}  # as _ready, not yet served
+        self._pass_ends = 0.0  # when this loop pass stops routing (monotonic)
         self._buffered = 0  # bytes held for unfinished frames, all connections
         self._queued = 0  # bytes waiting to be sent, each buffer counted once
         # id(buffer) -> [its size, queues holding it]: a frame sent to many
@@ -434,10 +447,11 @@ class AggServer:
             wait = _MAX_WAIT
             if self.stats_interval > 0:
                 wait = min(wait, max(0.0, last_stats + self.stats_interval - self._now))
-            if self._jobs:
-                wait = 0.0  # large bodies to outline: only poll the sockets
+            if self._jobs or self._ready or self._fresh:
+                wait = 0.0  # work in hand: only poll the sockets
             events = select(wait)
             self._now = time.monotonic()
+            self._pass_ends = self._now + _ROUTE_SLICE
             for key, mask in events:
                 tag = key.data
                 if tag is _LISTENER:
@@ -450,6 +464,8 @@ class AggServer:
                         self._flush(conn)
                     if mask & selectors.EVENT_READ and not conn.closed:
                         self._read(conn)
+            if self._ready or self._fresh:
+                self._route_ready()
             if self._jobs:
                 self._outline_some()
             if self._dirty:
@@ -628,8 +644,25 @@ class AggServer:
                 )
         if self.frame_timeout > 0:
             expired = now - self.frame_timeout
+            for conn in [c for c in self._jobs.values() if c.job_since <= expired]:
+                # a body built to be slow to check: drop it, keep the peer
+                self.counters["frame_timeouts"] += 1
+                size = conn.job_bytes
+                self._end_job(conn)
+                self._drop(
+                    conn,
+                    f"a {size}-byte frame still not checked after "
+                    f"{self.frame_timeout:g} s (--frame-timeout); dropped",
+                    "timeout",
+                )
+                self._take(conn, ())
+                self._account(conn)
             for conn in list(self._mid_frame.values()):
-                if conn.frame_since is not None and conn.frame_since <= expired:
+                if (
+                    conn.frame_since is not None
+                    and conn.frame_since <= expired
+                    and not self._busy(conn)  # the wait is ours, not the peer's
+                ):
                     self.counters["frame_timeouts"] += 1
                     self._close(
                         conn,
@@ -667,7 +700,7 @@ class AggServer:
         conn.sock.close()
         self._router.disconnect(conn.id)
         for table in (self._conns, self._dirty, self._unregistered, self._mid_frame,
-                      self._jobs):  # fmt: skip
+                      self._jobs, self._ready, self._fresh):  # fmt: skip
             table.pop(conn.id, None)
         self._buffered -= conn.held
         conn.held = 0
@@ -680,9 +713,11 @@ class AggServer:
 
     def _watch(self, conn: _Conn) -> None:
         """Watch ``conn`` for reading unless a large body of it is being
-        outlined (its next frames wait behind it), and for writing if it has
-        frames to send."""
-        events = (0 if conn.job is not None else selectors.EVENT_READ) | (
+        outlined or frames it sent wait to be routed (the kernel's buffer
+        then holds what comes next), and for writing if it has frames to
+        send."""
+        busy = self._busy(conn)
+        events = (0 if busy else selectors.EVENT_READ) | (
             selectors.EVENT_WRITE if conn.writing else 0
         )
         if events == conn.events:
@@ -694,6 +729,10 @@ class AggServer:
         else:
             self._selector.modify(conn.sock, events, conn)
         conn.events = events
+
+    def _busy(self, conn: _Conn) -> bool:
+        """True if what ``conn`` sent is still being checked or routed."""
+        return conn.job is not None or conn.id in self._ready or conn.id in self._fresh
 
     def _drain_waker(self) -> None:
         try:
@@ -745,10 +784,30 @@ class AggServer:
         self.counters["bytes_in"] += len(data)
         # Bytes out of step come back as one error frame (dropped with a
         # warning); the decoder reads on from the next frame.
+        self._decode(conn, data)
+
+    def _decode(self, conn: _Conn, data: bytes) -> None:
+        """Feed ``data`` to ``conn``'s decoder and route what it completes,
+        at most :data:`_FRAMES_PER_PASS` frames; the rest waits in
+        :attr:`_ready` for the next pass."""
+        decoder = conn.decoder
         skipped = decoder.skipped
-        frames = decoder.feed(data)
+        # Past this pass's time for routing, the bytes are only taken in:
+        # a select() that wakes with a hundred readable sockets holding
+        # frames that are slow to decode would otherwise hold everyone.
+        limit = _FRAMES_PER_PASS if time.monotonic() < self._pass_ends else 0
+        frames = decoder.feed(data, limit)
+        if not decoder.more:
+            self._ready.pop(conn.id, None)
+            self._fresh.pop(conn.id, None)
+        elif data:
+            self._fresh[conn.id] = conn
+        else:
+            self._ready[conn.id] = conn
         if decoder.mid_frame:
-            if frames or conn.frame_since is None:  # a new frame started
+            # a new frame started, or the wait for its rest starts now that
+            # this server has routed what came before it
+            if frames or conn.frame_since is None or not data:
                 conn.frame_since = self._now
                 self._mid_frame[conn.id] = conn
         elif conn.frame_since is not None:
@@ -766,6 +825,21 @@ class AggServer:
             )
         self._account(conn)
 
+    def _route_ready(self) -> None:
+        """Route the next frames of the connections that have some waiting
+        (not one whose large body is still being outlined), in turns, until
+        this pass's time for routing is spent."""
+        # Bytes just read go first: a peer that sends a little now and then
+        # is not kept waiting behind the turns of those that sent much.
+        ready, fresh = self._ready, self._fresh
+        for conn in [*fresh.values(), *ready.values()]:
+            if time.monotonic() >= self._pass_ends:
+                break
+            if conn.job is None and not conn.closed:
+                fresh.pop(conn.id, None)
+                ready.pop(conn.id, None)
+                self._decode(conn, b"")  # back in ready, at its end, if more
+
     def _take(self, conn: _Conn, frames: Iterable[Frame]) -> None:
         """Handle ``frames`` in order; a large body starts an outline, and
         the frames after it wait in the backlog until it is routed."""
@@ -780,36 +854,42 @@ class AggServer:
                 self.counters["large_outlined"] += 1
                 conn.job = outline_body(frame.body, self.format)
                 conn.job_bytes = len(frame.body)
+                conn.job_since = self._now
                 self._jobs[conn.id] = conn
         if not conn.closed:
             self._watch(conn)
 
     def _outline_some(self) -> None:
-        """Advance every large body's outline for about ``_OUTLINE_SLICE`` s."""
-        stop = time.monotonic() + _OUTLINE_SLICE
-        while self._jobs and time.monotonic() < stop:
-            for conn in list(self._jobs.values()):
-                job = conn.job
-                if job is None:  # closed meanwhile (a budget, a slow consumer)
-                    continue
-                try:
-                    for _ in range(16):
-                        next(job)
-                    continue
-                except StopIteration as done:
-                    routing = self._router.route_outline(conn.id, done.value)
-                    if self.recorder is not None:
-                        self._record(done.value.fields.get("TO_ROOM"), routing)
-                except ValueError as exc:
-                    routing = Routing([], problem=str(exc))
-                conn.job = None
-                conn.job_bytes = 0
-                del self._jobs[conn.id]
-                self._deliver(conn, routing)
-                if not conn.closed:
-                    self._take(conn, ())
-                    self._account(conn)
-        self._now = time.monotonic()
+        """Advance the large bodies' outlines, one step (a few KiB) at a
+        time in turn, for about ``_OUTLINE_SLICE`` s."""
+        clock = time.monotonic
+        stop = clock() + _OUTLINE_SLICE
+        jobs = self._jobs
+        while jobs and clock() < stop:
+            conn = next(iter(jobs.values()))
+            jobs[conn.id] = jobs.pop(conn.id)  # to the back: turns, not FIFO
+            job = conn.job
+            assert job is not None
+            try:
+                next(job)
+                continue
+            except StopIteration as done:
+                routing = self._router.route_outline(conn.id, done.value)
+                if self.recorder is not None:
+                    self._record(done.value.fields.get("TO_ROOM"), routing)
+            except ValueError as exc:
+                routing = Routing([], problem=str(exc))
+            self._end_job(conn)
+            self._deliver(conn, routing)
+            if not conn.closed:
+                self._take(conn, ())
+                self._account(conn)
+        self._now = clock()
+
+    def _end_job(self, conn: _Conn) -> None:
+        conn.job = None
+        conn.job_bytes = 0
+        del self._jobs[conn.id]
 
     def _account(self, conn: _Conn) -> None:
         """Count ``conn``'s unfinished bytes; over the budget, drop the largest."""
@@ -913,7 +993,8 @@ class AggServer:
             self._close(
                 conn,
                 f"dropped: {conn.out_bytes} bytes wait to be sent to it, over the "
-                f"{self.max_queue_bytes}-byte limit (it does not read)",
+                f"{self.max_queue_bytes}-byte limit per client (--max-queue-bytes; "
+                f"it reads slower than frames come for it)",
                 logging.WARNING,
                 kind="budget",
             )

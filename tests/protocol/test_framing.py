@@ -250,3 +250,59 @@ def test_a_frame_like_run_inside_a_string_is_not_a_frame_start():
         for pos in range(0, len(wire), step):
             frames += decoder.feed(wire[pos : pos + step])
         assert [f.message for f in frames] == [body]
+
+
+@pytest.mark.parametrize("spaces, pad", [(1, 20), (3, 2027), (2, 0), (9, 100)])
+def test_a_body_starting_with_spaces_is_delivered_as_stock_swergio_does(spaces, pad):
+    # Stock swergio json.loads the body, spaces and all.  A header read a
+    # byte early looks the same (its digits and padding, then "{"); here the
+    # shorter frame that reading would give is no JSON object, so the
+    # frame is taken whole (issue 17 review, item 7).
+    message = {"TYPE": "DATA/CUSTOM", "TO": "x", "P": "p" * pad}
+    body = b" " * spaces + json.dumps(message).encode()
+    stream = f"{len(body):<10}".encode() + body + encode_frame({"A": 1}, "utf-8", 10)
+    for step in (1, 7, len(stream)):
+        decoder = FrameDecoder("utf-8", 10, 1 << 20)
+        frames = []
+        for at in range(0, len(stream), step):
+            frames += decoder.feed(stream[at : at + step])
+        assert [f.message for f in frames] == [message, {"A": 1}], step
+        assert decoder.resyncs == 0
+
+
+@given(
+    st.lists(st.integers(0, 300), min_size=1, max_size=12),
+    st.integers(1, 5),
+    st.integers(1, 4000),
+)
+def test_max_frames_bounds_each_feed_and_loses_nothing(sizes, limit, step):
+    # The server routes at most a few frames per connection per pass; the
+    # rest waits in the decoder as bytes, counted in ``buffered``.
+    stream = b"".join(encode_frame({"I": i, "P": "x" * n}, "utf-8", 10)
+                      for i, n in enumerate(sizes))  # fmt: skip
+    decoder = FrameDecoder("utf-8", 10, 1 << 20)
+    got = []
+    for at in range(0, len(stream), step):
+        frames = decoder.feed(stream[at : at + step], limit)
+        while True:
+            assert len(frames) <= limit
+            got += frames
+            if not decoder.more:
+                break
+            assert decoder.buffered > 0
+            frames = decoder.feed(b"", limit)
+    assert [f.message["I"] for f in got] == list(range(len(sizes)))
+    assert decoder.buffered == 0
+
+
+def test_frames_after_an_undecoded_body_stay_bytes_until_asked_for():
+    # A large body comes back undecoded for the caller to outline over
+    # several passes; the frames after it must not be decoded (and held)
+    # meanwhile: a dense small frame decodes to some 30 times its size.
+    big = encode_frame({"TYPE": "T", "X": "a" * 70_000}, "utf-8", 10)
+    dense = encode_frame({"TYPE": "T", "X": [[]] * 20_000}, "utf-8", 10)
+    decoder = FrameDecoder("utf-8", 10, 1 << 20, raw_above=1 << 16)
+    [frame] = decoder.feed(big + dense * 3, 64)
+    assert frame.body is not None and decoder.more
+    assert decoder.buffered == 3 * len(dense)
+    assert len(decoder.feed(b"", 64)) == 3 and not decoder.more

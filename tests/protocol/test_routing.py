@@ -428,3 +428,91 @@ def test_outline_routing_of_a_body_with_multibyte_characters(encoding):
         assert json.loads(a[10:].decode(encoding)) == json.loads(
             b[10:].decode(encoding)
         )
+
+
+def test_stamping_a_non_ascii_body_with_many_sent_by_keys_costs_one_pass():
+    # Byte offsets were found by encoding the text up to each SENT_BY key:
+    # 20,000 keys in a 260 KB body took some 15 s (issue 17 review, item 1).
+    import time
+
+    from ensemble_agg.protocol.framing import outline_at_once
+
+    body = (
+        '{"TYPE": "DATA/CUSTOM", "TO": "x", "Z": "\u00e9", '
+        + '"SENT_BY": 0, ' * 20_000
+        + '"Y": 1}'
+    ).encode()
+    r = _router()
+    _join(r, 1, "x")
+    outline = outline_at_once(body, "utf-8")
+    for sent_by in ("x", None):
+        r.overwrite_sent_by = sent_by is not None
+        t0 = time.perf_counter()
+        routing = r.route_outline(1, outline)
+        assert time.perf_counter() - t0 < 3.0  # one pass: some 10 ms
+        [(targets, frame)] = routing.deliveries
+        assert targets == [1]
+        assert _decode(frame) == {**json.loads(body), "SENT_BY": sent_by or 0}
+
+
+_names = st.one_of(
+    st.sampled_from(["a", "b", 1, 1.0, True, 0, None, "1"]),
+    st.lists(st.sampled_from([0.5, 1.5, "a", 1, True]), max_size=3),
+    st.dictionaries(st.sampled_from(["k", "l"]), st.sampled_from([1, 1.0, "a"])),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["register", "disconnect", "to"]), st.integers(1, 5), _names
+        ),
+        max_size=40,
+    )
+)
+def test_to_reaches_exactly_the_connections_whose_name_equals_it(steps):
+    # TO is looked up in an index by name; swergio compares every name with
+    # ==.  The index must give the same connections (1 == 1.0 == True,
+    # lists and objects by value) whatever the renames and departures.
+    r = _router(enable_logging=False)
+    names: dict[int, object] = {}
+    connected: set[int] = set()
+    for action, conn, value in steps:
+        if conn not in connected:
+            r.connect(conn)
+            connected.add(conn)
+        if action == "register":
+            assert (
+                r.route(conn, {"TYPE": "COMMAND/REGISTER", "NAME": value}).problem
+                is None
+            )
+            names[conn] = value
+        elif action == "disconnect":
+            r.disconnect(conn)
+            connected.discard(conn)
+            names.pop(conn, None)
+        elif conn in names:
+            routing = r.route(conn, {"TYPE": "T", "TO": value, "SENT_BY": "s"})
+            got = sorted(t for targets, _ in routing.deliveries for t in targets)
+            assert got == sorted(c for c, n in names.items() if n == value)
+
+
+def test_outline_steps_cover_kilobytes_however_deep_the_nesting():
+    # Each step resumes the chain of generators down to the nesting being
+    # read: with a step per key, 450 levels cost 5 us per byte (issue 17
+    # review, item 4).  Steps now cover at least 4 KiB each.
+    from ensemble_agg.protocol.framing import outline_body
+
+    inner = "{" + ", ".join(f'"k{i}": 0' for i in range(8000)) + "}"
+    body = ('{"TYPE": "T", "TO": "x", "Y": ' + '{"a": ' * 450 + inner
+            + "}" * 450 + "}").encode()  # fmt: skip
+    steps = outline_body(body, "utf-8")
+    count = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            assert done.value.fields == {"TYPE": "T", "TO": "x"}
+            break
+        count += 1
+    assert count <= len(body) // 4096 + 2
