@@ -1,6 +1,6 @@
 """agg-server against one hostile peer: issue 17's attacks at sizes CI affords.
 
-Each test runs one attack of ``benchmarks/attacks.py`` (agg-server as a
+Each test runs one attack of ``attacks.py`` beside it (agg-server as a
 subprocess on 127.0.0.1, stopped by PID; a probe relaying a small message
 every 20 ms) and asserts what a trustworthy server does: the probe's
 latency, the victims' connections, the server's RSS growth, its log lines,
@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import time
 
-from benchmarks.attacks import (
+from .attacks import (
     MB,
     Peer,
     Run,
