@@ -14,8 +14,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,14 +22,12 @@ from pathlib import Path
 import pytest
 from swergio import Client
 
-from ensemble_agg.cli.agg_server import EXIT_CANNOT_BIND
 from ensemble_agg.transport.server import AggServer
 
 from ..swergio_helpers import (
     HOST,
     RawPeer,
     ServerProcess,
-    agg_server_command,
     data,
     frame,
     raw_frame,
@@ -460,23 +456,6 @@ def test_signal_closes_every_connection_and_exits_0_within_5_s(agg, sig):
     assert "Traceback" not in server.read_log()
 
 
-def test_cannot_bind_exits_with_its_own_status_and_one_line():
-    with socket.socket() as taken:
-        taken.bind((HOST, 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            agg_server_command(port),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    assert result.returncode == EXIT_CANNOT_BIND == 3
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"agg-server: cannot listen on {HOST}:{port}: ")
-
-
 def test_overwrite_sent_by_stops_impersonation(agg):
     server = agg("--overwrite-sent-by")
     receiver = RawPeer(server.port, "receiver", rooms=("r",))
@@ -528,68 +507,6 @@ def test_accepted_sockets_have_nodelay_and_the_server_stops_fast():
         server.start()
 
 
-def test_cli_help_version_and_env(capsys, monkeypatch):
-    from ensemble_agg import __version__
-    from ensemble_agg.cli.agg_server import build_parser, main
-
-    with pytest.raises(SystemExit) as info:
-        main(["--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    for word in ("--max-frame-bytes", "AGG_SERVER_PORT", "exit status", "3 if"):
-        assert word in out
-    with pytest.raises(SystemExit) as info:
-        main(["--version"])
-    assert info.value.code == 0
-    assert capsys.readouterr().out.strip() == f"agg-server {__version__}"
-    args = build_parser(
-        {"AGG_SERVER_PORT": "9000", "AGG_SERVER_OVERWRITE_SENT_BY": "yes"}
-    )
-    parsed = args.parse_args([])
-    assert parsed.port == 9000 and parsed.overwrite_sent_by is True
-    assert args.parse_args(["--port", "9001"]).port == 9001
-    defaults = build_parser({}).parse_args([])
-    assert (defaults.port, defaults.format, defaults.header_length) == (
-        8080,
-        "utf-8",
-        10,
-    )
-    assert defaults.overwrite_sent_by is False
-
-
-@pytest.mark.parametrize(
-    ("argv", "env", "words"),
-    [
-        (["--port", "70000"], {}, "must be 0..65535"),
-        (["--format", "klingon"], {}, "unknown encoding"),
-        (["--max-frame-bytes", "0"], {}, "must be >= 1"),
-        (["--log-level", "loud"], {}, "invalid choice"),
-        ([], {"AGG_SERVER_OVERWRITE_SENT_BY": "maybe"}, "AGG_SERVER_OVERWRITE_SENT_BY"),
-        ([], {"AGG_SERVER_PORT": "x"}, "AGG_SERVER_PORT"),
-    ],
-)
-def test_cli_usage_errors_exit_2(argv, env, words):
-    result = subprocess.run(
-        [sys.executable, "-m", "ensemble_agg.server_cli", *argv],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **env},
-    )
-    assert result.returncode == 2
-    assert words in result.stderr
-
-
-def test_installed_command_runs():
-    script = Path(sys.executable).parent / "agg-server"
-    if not script.exists():
-        pytest.skip("agg-server is not installed beside this Python")
-    result = subprocess.run(
-        [str(script), "--version"], capture_output=True, text=True, timeout=30
-    )
-    assert result.returncode == 0 and result.stdout.startswith("agg-server ")
-
-
 def test_bytes_out_of_step_are_dropped_and_the_connection_reads_on(agg):
     # A header that is not a length: the frames before it are routed, the
     # bytes up to the next frame are dropped with a warning, and the same
@@ -607,28 +524,6 @@ def test_bytes_out_of_step_are_dropped_and_the_connection_reads_on(agg):
     assert receiver.read_until(lambda m: "STILL" in m)["SENT_BY"] == "other"
     for p in (sender, other, receiver):
         p.close()
-
-
-def test_warnings_are_rate_limited(caplog):
-    import ensemble_agg.transport.server as server_module
-    from ensemble_agg.util.ratelimit import RateLimiter
-
-    throttle = RateLimiter(server_module.logger, burst=3, period=10.0)
-    with caplog.at_level("WARNING", logger="ensemble_agg.transport.server"):
-        for i in range(10):
-            throttle.log(100.0 + i * 0.1, "bad message", "bad message %d", i)
-        assert [r.getMessage() for r in caplog.records] == [
-            "bad message 0",
-            "bad message 1",
-            "bad message 2",
-        ]
-        throttle.tick(105.0)  # still inside the window: nothing yet
-        assert len(caplog.records) == 3
-        throttle.log(110.5, "bad message", "bad message %d", 10)
-    assert caplog.records[3].getMessage() == (
-        "7 messages like 'bad message' were not logged in the last 10 s"
-    )
-    assert caplog.records[4].getMessage() == "bad message 10"
 
 
 def test_every_write_starts_a_frame_and_several_only_within_one_segment():

@@ -186,3 +186,25 @@ def test_within_one_window_each_kind_logs_at_most_burst(kinds, burst):
     allowed = [kind for kind in kinds if limiter.allow(0.0, kind)]
     for kind in set(kinds):
         assert allowed.count(kind) == min(burst, kinds.count(kind))
+
+
+def test_warnings_are_rate_limited(caplog):
+    import ensemble_agg.transport.server as server_module
+    from ensemble_agg.util.ratelimit import RateLimiter
+
+    throttle = RateLimiter(server_module.logger, burst=3, period=10.0)
+    with caplog.at_level("WARNING", logger="ensemble_agg.transport.server"):
+        for i in range(10):
+            throttle.log(100.0 + i * 0.1, "bad message", "bad message %d", i)
+        assert [r.getMessage() for r in caplog.records] == [
+            "bad message 0",
+            "bad message 1",
+            "bad message 2",
+        ]
+        throttle.tick(105.0)  # still inside the window: nothing yet
+        assert len(caplog.records) == 3
+        throttle.log(110.5, "bad message", "bad message %d", 10)
+    assert caplog.records[3].getMessage() == (
+        "7 messages like 'bad message' were not logged in the last 10 s"
+    )
+    assert caplog.records[4].getMessage() == "bad message 10"
