@@ -63,8 +63,8 @@ import numpy.typing as npt
 
 from ..errors import SingleModelBatchWarning
 from ..util.text import label
-from .checks import FloatArray, as_logits, as_numbers, check_nonnegative, check_values
-from .options import RNGLike, as_rng, check_options
+from .checks import FloatArray, as_logits, as_numbers, check_values
+from .options import RNGLike, as_rng, check_options, check_weight_map
 from .streams import UniformSource
 from .two_actions import sum_two_actions_batched, sum_two_actions_rows
 
@@ -673,8 +673,7 @@ def _aggregate_mapping(logits: Mapping[Any, Any], **options: Any) -> RoundResult
         unknown = [k for k in weights if k not in logits]
         if unknown:
             raise ValueError(f"weights name ids that logits has not: {unknown[:5]!r}")
-        for model_id, w in weights.items():
-            check_nonnegative(w, f"weight of model {label(model_id)}")
+        check_weight_map(weights)
         weights = [weights.get(i, 1.0) for i in ids]
     result = aggregate_numpy(x, weights=weights, **options)
     shares = dict(zip(ids, result.contribution.tolist(), strict=True))

@@ -25,7 +25,6 @@ kept by model id and made into an array for each round's ids.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -35,7 +34,7 @@ from ..errors import IdRejection, UnknownModelError
 from ..util.text import label, preview
 from .aggregation import RoundResult, aggregate_checked
 from .checks import as_row, check_nonnegative
-from .options import RNGLike, as_rng, check_options
+from .options import RNGLike, as_rng, check_options, check_weight_map
 
 __all__ = ["Aggregator", "Expiry"]
 
@@ -138,7 +137,7 @@ class Aggregator:
         if n_models < 1:
             raise ValueError(f"n_models must be >= 1, got {n_models}")
         self.n_models = int(n_models)
-        # Weights are by model id here (see _weights_map), not by position.
+        # Weights are by model id here (see check_weight_map), not by position.
         options = check_options(rule, temperature)
         self.rule = options.rule
         self.temperature = options.temperature
@@ -159,7 +158,7 @@ class Aggregator:
         ):
             raise ValueError(f"n_actions must be an int >= 1, got {n_actions!r}")
         self._n_actions_fixed = None if n_actions is None else int(n_actions)
-        self._weights = self._weights_map(weights, model_ids)
+        self._weights = check_weight_map(weights, model_ids)
 
         self._round: dict[Hashable, Any] = {}
         self._n_actions: int | None = None
@@ -169,36 +168,6 @@ class Aggregator:
         self._tally: dict[Hashable, float] = {}
         self.rounds = 0
         self.rounds_closed_early = 0
-
-    @staticmethod
-    def _weights_map(
-        weights: Mapping[Any, float] | Iterable[float] | None,
-        model_ids: Collection[Hashable] | None,
-    ) -> dict[Hashable, float] | None:
-        if weights is None:
-            return None
-        if isinstance(weights, Mapping):
-            pairs = list(weights.items())
-        else:
-            if model_ids is None:
-                raise TypeError(
-                    "weights must be a mapping from model id to weight, or a "
-                    "sequence aligned with model_ids (which was not given)"
-                )
-            values = list(weights)
-            ids = list(model_ids)
-            if len(values) != len(ids):
-                raise ValueError(
-                    f"weights has {len(values)} entries; model_ids has {len(ids)}"
-                )
-            pairs = list(zip(ids, values, strict=True))
-        checked = {
-            key: check_nonnegative(value, f"weight of model {preview(key)}")
-            for key, value in pairs
-        }
-        if not math.isfinite(math.fsum(checked.values())):
-            raise ValueError("weights are too large: their sum is not a finite number")
-        return checked
 
     # -- reading state -----------------------------------------------------
 

@@ -12,12 +12,20 @@ checks the weights against it where the logits are known.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..util.text import preview
-from .checks import FloatArray, check_rule, check_seed, check_temperature
+from .checks import (
+    FloatArray,
+    check_nonnegative,
+    check_rule,
+    check_seed,
+    check_temperature,
+)
 from .streams import StepUniforms, UniformSource
 
 __all__ = ["Options", "RNGLike", "as_rng", "check_options"]
@@ -137,6 +145,43 @@ def _check_weights(weights: object) -> FloatArray:
         raise ValueError("weights are too large: their sum is not a finite number")
     w.flags.writeable = False
     return w
+
+
+def check_weight_map(
+    weights: Mapping[Any, float] | Iterable[float] | None,
+    model_ids: Collection[Hashable] | None = None,
+) -> dict[Hashable, float] | None:
+    """Weights by model id, each checked: the form :class:`Aggregator`, the
+    mapping input of ``aggregate`` and ``--weights`` take.
+
+    ``weights`` is a mapping from id to weight, or a sequence aligned with
+    ``model_ids``.  Each weight must be a finite number >= 0, and their sum
+    finite.  (Not all zero is checked where the round's models are known.)
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, Mapping):
+        pairs = list(weights.items())
+    else:
+        if model_ids is None:
+            raise TypeError(
+                "weights must be a mapping from model id to weight, or a "
+                "sequence aligned with model_ids (which was not given)"
+            )
+        values = list(weights)
+        ids = list(model_ids)
+        if len(values) != len(ids):
+            raise ValueError(
+                f"weights has {len(values)} entries; model_ids has {len(ids)}"
+            )
+        pairs = list(zip(ids, values, strict=True))
+    checked = {
+        key: check_nonnegative(value, f"weight of model {preview(key)}")
+        for key, value in pairs
+    }
+    if not math.isfinite(math.fsum(checked.values())):
+        raise ValueError("weights are too large: their sum is not a finite number")
+    return checked
 
 
 def as_rng(rng: RNGLike, *, by_step: bool) -> np.random.Generator | UniformSource:

@@ -116,3 +116,25 @@ class TestAsRng:
             philox_key(1.5)
         with pytest.raises(ValueError, match="rng seed must be >= 0, got -2"):
             philox_key(-2)
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
+def test_weights_by_id_are_checked_alike_everywhere(weight):
+    # Aggregator, aggregate on a mapping and --weights share one check of
+    # weights by model id, so they say the same thing.
+    from ensemble_agg.core.options import check_weight_map
+    from ensemble_agg.transport.settings import weights as weights_option
+
+    with pytest.raises(ValueError) as direct:
+        check_weight_map({"a": weight})
+    with pytest.raises(ValueError) as from_aggregator:
+        Aggregator(2, weights={"a": weight, "b": 1.0})
+    with pytest.raises(ValueError) as from_mapping:
+        aggregate({"a": [0.0, 1.0], "b": [1.0, 0.0]}, weights={"a": weight})
+    with pytest.raises(ValueError) as from_option:
+        weights_option(f"a={weight},b=1")
+    message = str(direct.value)
+    assert message.startswith("weight of model 'a' must be finite and non-negative")
+    assert str(from_aggregator.value) == message
+    assert str(from_mapping.value) == message
+    assert str(from_option.value) == message
