@@ -7,3 +7,6 @@ import importlib.util
 collect_ignore = (
     [] if importlib.util.find_spec("dask") else ["ensemble_agg/dask_backend.py"]
 )
+# The torch reference is code the tests run (a script, and a module that needs
+# torch), not tests or doctests of its own.
+collect_ignore_glob = ["tests/reference/*.py"]
