@@ -31,6 +31,7 @@ from .common import (
     EXIT_USAGE,
     add_env_options,
     client_options,
+    http_extra_installed,
     on_stop_signals,
     setup_logging,
     this_host_address,
@@ -111,14 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings(**args)
     except ValueError as exc:
         parser.error(str(exc))
-    if settings.http is not None:
-        from ..observe import MissingExtraError, require_http_extra
-
-        try:
-            require_http_extra("--http")
-        except MissingExtraError as exc:
-            print(f"agg-client: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    if settings.http is not None and not http_extra_installed("agg-client"):
+        return EXIT_USAGE
     setup_logging(settings.log_level)
     if demo:
         from ..demo.swarm import run_demo

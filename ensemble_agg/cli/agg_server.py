@@ -40,6 +40,7 @@ from .common import (
     EXIT_USAGE,
     OptionSpec,
     add_env_options,
+    http_extra_installed,
     on_stop_signals,
     setup_logging,
     this_host_address,
@@ -227,13 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warn_unknown_env(parser, "AGG_SERVER_", os.environ)
     recorder = None
     if args.http is not None:
-        from ..observe import MissingExtraError, ServerRecorder, require_http_extra
-
-        try:
-            require_http_extra("--http")
-        except MissingExtraError as exc:
-            print(f"agg-server: error: {exc}", file=sys.stderr)
+        if not http_extra_installed("agg-server"):
             return EXIT_USAGE
+        from ..observe import ServerRecorder
+
         recorder = ServerRecorder()
     setup_logging(args.log_level)
     host = args.host

@@ -32,6 +32,7 @@ __all__ = [
     "OptionSpec",
     "add_env_options",
     "client_options",
+    "http_extra_installed",
     "on_stop_signals",
     "setup_logging",
     "this_host_address",
@@ -268,3 +269,15 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def http_extra_installed(prog: str) -> bool:
+    """True if ``--http`` can be served; else one usage line naming the extra."""
+    from ..observe import MissingExtraError, require_http_extra
+
+    try:
+        require_http_extra("--http")
+    except MissingExtraError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return False
+    return True

@@ -242,12 +242,7 @@ class Aggregator:
             :class:`UnknownModelError` for an id that is not accepted.  The
             round and the tally are left exactly as they were.
         """
-        try:
-            replacing = model_id in self._round
-        except TypeError:  # a list or a dict: say so, not "unhashable type"
-            raise TypeError(_unhashable(model_id)) from None
-        if not replacing:
-            self._check_new_id(model_id)
+        replacing = self._replacing(model_id)
         return self._store(
             model_id, self._as_row(model_id, logits), deterministic, now, replacing
         )
@@ -266,13 +261,17 @@ class Aggregator:
         trusted, only the id and the width are checked.  Not part of the
         public interface.
         """
+        return self._store(model_id, row, deterministic, now, self._replacing(model_id))
+
+    def _replacing(self, model_id: Hashable) -> bool:
+        """True if ``model_id`` already submitted this round; else check it may join."""
         try:
             replacing = model_id in self._round
         except TypeError:  # a list or a dict: say so, not "unhashable type"
             raise TypeError(_unhashable(model_id)) from None
         if not replacing:
             self._check_new_id(model_id)
-        return self._store(model_id, row, deterministic, now, replacing)
+        return replacing
 
     def _store(
         self,
