@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..util.ratelimit import RateLimiter
 from ..util.text import preview
 
 __all__ = ["HttpEndpoint", "parse_address"]
@@ -212,6 +213,9 @@ class HttpEndpoint:
         self._stopping = False
         self._conns: dict[int, _Conn] = {}
         self._selector = selectors.DefaultSelector()
+        self._status: tuple[object, bytes] | None = None  # the last /status body
+        self._accept_paused_until: float | None = None
+        self._warnings = RateLimiter(logger, burst=5, period=10.0)
 
     # -- life cycle --------------------------------------------------------
 
@@ -292,7 +296,17 @@ class HttpEndpoint:
                             pass
                     else:
                         self._service(key.data, mask, now)
-                self._sweep(time.monotonic())
+                now = time.monotonic()
+                self._sweep(now)
+                if (
+                    self._accept_paused_until is not None
+                    and now >= self._accept_paused_until
+                ):
+                    self._accept_paused_until = None
+                    assert self._listener is not None
+                    self._selector.register(
+                        self._listener, selectors.EVENT_READ, "listen"
+                    )
         except Exception:  # a bug here must not go unnoticed, nor touch the command
             logger.exception("the HTTP endpoint stopped on an internal error")
         finally:
@@ -312,7 +326,13 @@ class HttpEndpoint:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. EMFILE: leave it in the backlog for now
-                logger.warning("HTTP endpoint: accept failed: %s", exc)
+                # The listener stays readable: stop watching it for a moment
+                # instead of spinning, and say so at most a few times.
+                self._warnings.log(
+                    now, "accept", "HTTP endpoint: accept failed: %s", exc
+                )
+                self._selector.unregister(self._listener)
+                self._accept_paused_until = now + 0.5
                 return
             if len(self._conns) >= self.max_connections:
                 self._evict()
@@ -429,7 +449,9 @@ class HttpEndpoint:
                     "health": {"ok": False, "reason": "starting"},
                 }
                 return 503, "application/json", _json(body), []
-            return 200, "application/json", _json(snap), []
+            if self._status is None or self._status[0] is not snap:
+                self._status = (snap, _json(snap))  # once per published snapshot
+            return 200, "application/json", self._status[1], []
         if path == "/metrics":
             if self._metrics is None:
                 from .metrics import MetricsRenderer
@@ -500,11 +522,12 @@ class HttpEndpoint:
         conn.deadline = now + self.idle_timeout
         self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
         if conn.inbuf:  # a pipelined request already read
+            # Answered now, written at this connection's next turn of the
+            # loop: one answer per connection per turn (others get theirs in
+            # between), and no call depth that grows with the pipeline.
             conn.started = now
             conn.deadline = now + self.request_timeout
             self._next_request(conn, now)
-            if conn.out and conn.sock.fileno() in self._conns:
-                self._write(conn, now)
 
 
 def _split_head(buf: bytearray) -> bytes | None:

@@ -257,14 +257,30 @@ class MetricsRenderer:
     def __init__(self, snapshot: Callable[[], dict[str, Any] | None]) -> None:
         from prometheus_client import CollectorRegistry
 
+        self._snapshot = snapshot
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_SnapshotCollector(snapshot))
+        self._rendered: tuple[object, bytes] | None = None
 
     def render(self) -> bytes:
-        """The exposition, as bytes in the :data:`CONTENT_TYPE` format."""
+        """The exposition, as bytes in the :data:`CONTENT_TYPE` format.
+
+        Rendered once per published snapshot (snapshots are never changed
+        once published), so a flood of scrapes costs a copy each, not a
+        rendering each.
+        """
         from prometheus_client import generate_latest
 
-        return generate_latest(self._registry)
+        snap = self._snapshot()
+        if (
+            self._rendered is not None
+            and self._rendered[0] is snap
+            and snap is not None
+        ):
+            return self._rendered[1]
+        text = generate_latest(self._registry)
+        self._rendered = (snap, text)
+        return text
 
 
 def render(snapshot: dict[str, Any]) -> bytes:

@@ -221,7 +221,7 @@ function client(s) {
 }
 function server(s) {
   const dt = prev && prev.s.time !== undefined ? s.time - prev.s.time : 0;
-  const before = {};
+  const before = Object.create(null);  // room names are the peers'
   if (prev && dt > 0) for (const r of prev.s.traffic) before[r.room] = r;
   const rate = (r, k) => dt > 0 && before[r.room] ? (r[k] - before[r.room][k]) / dt : null;
   const inRate = dt > 0 && prev ? (s.totals.frames_in - prev.s.totals.frames_in) / dt : null;

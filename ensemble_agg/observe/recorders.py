@@ -76,8 +76,12 @@ _MAX_ACTIONS = 64
 
 def _label_text(key: object) -> str:
     if type(key) is str:
-        return key if len(key) <= _LABEL_CHARS else key[: _LABEL_CHARS - 3] + "..."
-    return preview(key, _LABEL_CHARS)
+        text = key if len(key) <= _LABEL_CHARS else key[: _LABEL_CHARS - 3] + "..."
+    else:
+        text = preview(key, _LABEL_CHARS)
+    # JSON lets a peer send a lone surrogate ("\\ud800"), which no encoder
+    # takes: shown escaped, so /metrics and the page can always be written.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def quantile(ordered: list[float], q: float) -> float:

@@ -335,3 +335,40 @@ class TestParseAddress:
         message = str(info.value)
         assert message.startswith("--http expects [HOST:]PORT")
         assert why.split()[-1] in message
+
+
+def test_a_long_pipeline_on_one_connection_leaves_the_endpoint_serving(serve, recorder):
+    # Found by an outside review: each pipelined request used to add a level
+    # of recursion, and about 1,000 in one write stopped the endpoint for good.
+    endpoint = serve(recorder.latest)
+    with socket.create_connection((HOST, endpoint.port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\n\r\n" * 3000)
+        answers, got, deadline = 0, b"", time.monotonic() + 60
+        while answers < 3000 and time.monotonic() < deadline:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+            answers = got.count(b"HTTP/1.1 200 ")
+    assert answers == 3000
+    assert get(endpoint, "/healthz")[0] == 200
+
+
+def test_a_lone_surrogate_in_a_peer_id_cannot_break_the_metrics(serve):
+    rec = ClientRecorder()
+    rec.connection("connected")
+    rec.submission("s\ud800", 0.0)  # valid JSON on the wire: "s\\ud800"
+    rec.round_done(0.01, 0, {"s\ud800": 1.0})
+    rec.publish(0.5)
+    endpoint = serve(rec.latest)
+    status, _, body = get(endpoint, "/metrics")
+    assert status == 200
+    families = list(parser.text_string_to_metric_families(body.decode()))
+    models = {
+        s.labels.get("model")
+        for f in families
+        for s in f.samples
+        if "model" in s.labels
+    }
+    assert "s\\ud800" in models
+    assert json.loads(get(endpoint, "/status")[2])
