@@ -72,6 +72,9 @@ def ratio(value: float | None) -> str:
 
 def find_row(results: dict[str, Any], piece: str) -> dict[str, Any]:
     rows = [r for r in results["rows"] if piece in r["name"]]
+    exact = [r for r in rows if r["name"].endswith(piece)]
+    if len(rows) > 1 and len(exact) == 1:  # "float64, sampled" beside "..., Generator"
+        rows = exact
     if len(rows) != 1:
         names = [r["name"] for r in rows] or "none"
         raise ValueError(f"{piece!r} must match one benchmark row, matches {names}")
