@@ -37,7 +37,7 @@ def _valid(x: np.ndarray) -> bool:
 
 
 def _assert_probs_close(
-    probs, expected, rtol=1e-12, tiny=1e-200, log_rtol=1e-14
+    probs, expected, rtol=1e-12, tiny=1e-200, log_rtol=1e-14, atol=1e-300
 ) -> None:
     """Equal to 1e-12 relative where exp is well conditioned; in log space below.
 
